@@ -1,0 +1,301 @@
+"""Typed recipe schema: YAML loading, `--set a.b=c` overrides, and errors that name file and key.
+
+A recipe is one YAML file with the sections `method`, `model`, `data`, `training`, `method_args`
+and `launch`. Everything is validated before any model is loaded: an unknown key, a wrong type or
+a missing file raises `RecipeError` naming the recipe file and the dotted key.
+
+Relative paths in a recipe (data files, local model folders, launch and DeepSpeed configs,
+`output_dir`) are resolved against the current working directory, as in TRL and accelerate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TINY_MODEL_PREFIX = "tiny:"
+
+
+class RecipeError(ValueError):
+    """A recipe is malformed; the message names the file and the dotted key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSettings(_Strict):
+    """PEFT LoRA adapter settings."""
+
+    r: int = Field(16, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class QuantizationSettings(_Strict):
+    """bitsandbytes 4/8-bit loading of the base model (QLoRA when combined with `lora`)."""
+
+    bits: Literal[4, 8]
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class ModelSettings(_Strict):
+    """Which model to train and how to load it."""
+
+    path: str = Field(description="local folder, hub id, or tiny:<size> for a locally built tiny model")
+    revision: str | None = None
+    tokenizer: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = None
+    quantization: QuantizationSettings | None = None
+    lora: LoraSettings | None = None
+    trust_remote_code: bool = False
+
+
+class DataSettings(_Strict):
+    """Training/eval sources and how records become token sequences."""
+
+    train: list[str]
+    eval: list[str] = Field(default_factory=list)
+    format: str = "preference"
+    template: Literal["chat", "alpaca", "raw"] = "chat"
+    max_length: int = Field(1024, gt=0)
+    max_prompt_length: int = Field(512, gt=0)
+    skip_invalid: bool = False
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from alignkit.data.adapters import ADAPTERS
+
+        if value not in ADAPTERS:
+            raise ValueError(f"unknown data format {value!r}; known: {', '.join(sorted(ADAPTERS))}")
+        return value
+
+
+class TrainingSettings(BaseModel):
+    """Arguments for `transformers.TrainingArguments`.
+
+    Common keys are typed here; any other key must be a `TrainingArguments` field (checked when the
+    recipe is loaded). Warmup is given in steps, never as a ratio, so short runs stay faithful.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    output_dir: str = "runs/alignkit"
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None
+    seed: int = 42
+    logging_steps: int = Field(10, gt=0)
+    save_strategy: Literal["no", "steps", "epoch", "best"] = "steps"
+    save_steps: int = Field(500, gt=0)
+    save_total_limit: int | None = 2
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: int | None = None
+    report_to: str | list[str] = "none"
+    optim: str = "adamw_torch"
+
+
+class LaunchSettings(_Strict):
+    """How `alignkit train` starts: in-process for one process, else through `accelerate launch`."""
+
+    config_file: str | None = None
+    num_processes: int = Field(1, gt=0)
+    num_machines: int = Field(1, gt=0)
+    main_process_port: int | None = None
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class Recipe(_Strict):
+    """One runnable experiment."""
+
+    method: str
+    model: ModelSettings
+    data: DataSettings
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    method_args: dict[str, Any] = Field(default_factory=dict)
+    launch: LaunchSettings = Field(default_factory=LaunchSettings)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from alignkit.trainers import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; known: {', '.join(sorted(METHODS))}")
+        return value
+
+    def method_settings(self) -> BaseModel:
+        """The validated `method_args` as the method's own settings object."""
+        return method_args_model(self.method).model_validate(self.method_args)
+
+
+def method_args_model(method: str) -> type[BaseModel]:
+    """The pydantic model that validates `method_args` for `method`."""
+    from alignkit.trainers import METHODS
+
+    return importlib.import_module(METHODS[method]).Args
+
+
+@functools.lru_cache(maxsize=1)
+def training_argument_names() -> frozenset[str]:
+    """Field names of `transformers.TrainingArguments` (imported lazily: it costs seconds)."""
+    from transformers import TrainingArguments
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments) if f.init)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
+    """Read a YAML recipe, apply `a.b=value` overrides, validate it and check that files exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping with keys method, model, data, ...")
+    for item in overrides or []:
+        apply_override(raw, item, path)
+    recipe = validate_recipe(raw, path)
+    if check_files:
+        check_recipe_files(recipe, path)
+    return recipe
+
+
+def apply_override(raw: dict[str, Any], item: str, source: Path | str = "--set") -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (numbers, bools, lists)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"{source}: --set expects KEY=VALUE with a dotted key, got {item!r}")
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"{source}: --set {key}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = text
+
+
+def validate_recipe(raw: dict[str, Any], source: Path | str = "<recipe>") -> Recipe:
+    """Validate a recipe mapping; errors name `source` and the dotted key of every problem."""
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, source, root=Recipe)) from None
+    problems = []
+    unknown = set(recipe.training.model_extra or {}) - training_argument_names() if recipe.training.model_extra else set()
+    for key in sorted(unknown):
+        hint = _did_you_mean(key, set(TrainingSettings.model_fields) | training_argument_names())
+        problems.append(f"training.{key}: unknown key (not a transformers.TrainingArguments field){hint}")
+    try:
+        recipe.method_args = recipe.method_settings().model_dump()
+    except ValidationError as err:
+        problems.append(_format_errors(err, None, root=method_args_model(recipe.method), prefix="method_args"))
+    if problems:
+        raise RecipeError("\n".join(f"{source}: {p}" for p in problems))
+    return recipe
+
+
+def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>") -> None:
+    """Fail early when a file the recipe names is missing."""
+    missing = []
+    for field, paths in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        for i, p in enumerate(paths):
+            if not Path(p).exists():
+                missing.append(f"{field}[{i}]: file not found: {p} (relative paths resolve against {Path.cwd()})")
+    for field, value in (("launch.config_file", recipe.launch.config_file), ("training.deepspeed", recipe.training.deepspeed)):
+        if value and not Path(value).is_file():
+            missing.append(f"{field}: file not found: {value}")
+    model_path = recipe.model.path
+    if model_path.startswith(TINY_MODEL_PREFIX):
+        from alignkit.gym.tiny_model import SIZES
+
+        size = model_path[len(TINY_MODEL_PREFIX):]
+        if size not in SIZES:
+            missing.append(f"model.path: unknown tiny model size {size!r}; known: {', '.join(SIZES)}")
+    elif _looks_local(model_path) and not Path(model_path).expanduser().is_dir():
+        missing.append(f"model.path: model folder not found: {model_path}")
+    if missing:
+        raise RecipeError("\n".join(f"{source}: {m}" for m in missing))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe (defaults filled in) as YAML."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or Path(path).exists() or path.count("/") > 1
+
+
+def _did_you_mean(key: str, candidates: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(root: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """The field names of the section that `loc` (minus its last element) points into."""
+    model: Any = root
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return set()
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return set()
+    return set(getattr(model, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, source: Path | str | None, root: type[BaseModel], prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        dotted = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(str(loc[-1]), _fields_at(root, loc))
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = f"{e['msg']} (got {e.get('input')!r})"
+        lines.append(f"{source}: {dotted}: {msg}" if source is not None else f"{dotted}: {msg}")
+    return "\n".join(dict.fromkeys(lines))

@@ -1,0 +1,187 @@
+"""Read JSONL, JSON, Parquet, CSV and saved `datasets` folders into validated records.
+
+Every row keeps its location (file and line for JSONL/CSV, file and row for the others) so a bad
+record fails with a message naming the file, the line, the field and what was expected. With
+`skip_invalid=True` bad rows are skipped instead, and counted by reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import ValidationError
+
+from alignkit.data.adapters import ADAPTERS, detect_format
+from alignkit.data.records import Record
+
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+class DataError(ValueError):
+    """A data file or record is malformed; the message names file, line/row and field."""
+
+
+@dataclass
+class LoadResult:
+    """Records that loaded, plus counts of rows skipped (invalid) and filtered (by the adapter's rule)."""
+
+    records: list[Record]
+    format: str
+    rows: int = 0
+    skipped: collections.Counter = field(default_factory=collections.Counter)
+    filtered: collections.Counter = field(default_factory=collections.Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: how many rows loaded, were skipped (and why) and were filtered."""
+        parts = [f"{len(self.records)} of {self.rows} rows loaded as {self.format}"]
+        if self.skipped:
+            reasons = "; ".join(f"{n}× {r}" for r, n in self.skipped.most_common())
+            parts.append(f"{sum(self.skipped.values())} invalid skipped ({reasons})")
+        if self.filtered:
+            parts.append("filtered: " + "; ".join(f"{n}× {r}" for r, n in self.filtered.most_common()))
+        return ", ".join(parts)
+
+
+def iter_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, row) pairs from one file or saved `datasets` folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        yield from _iter_dataset_folder(path)
+        return
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _iter_jsonl(path)
+    elif suffix == ".json":
+        yield from _iter_json(path)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield f"{path}: row {i}", row
+    elif suffix == ".csv":
+        yield from _iter_csv(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(SUFFIXES)} or a saved datasets folder")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            loc = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield loc, _Unreadable(f"not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            yield loc, row if isinstance(row, dict) else _Unreadable(f"expected a JSON object, got {type(row).__name__}")
+
+
+def _iter_json(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
+    for i, row in enumerate(data, start=1):
+        yield f"{path}: item {i}", row if isinstance(row, dict) else _Unreadable(f"expected a JSON object, got {type(row).__name__}")
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            # Structured cells (message lists, nulls) are stored as JSON text in CSV.
+            parsed = {k: _csv_cell(v) for k, v in row.items() if k is not None}
+            yield f"{path}:{reader.line_num}", parsed
+
+
+def _csv_cell(value: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    if value[:1] in "[{" or value in ("null", "true", "false"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _iter_dataset_folder(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(f"{path}: not a saved datasets folder ({err})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise DataError(f"{path}: a DatasetDict needs a 'train' split, found {list(ds)}")
+        ds = ds["train"]
+    for i, row in enumerate(ds, start=1):
+        yield f"{path}: row {i}", row
+
+
+class _Unreadable(dict):
+    """A row that could not be parsed; carries the reason to the validation step."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def describe_error(err: Exception) -> str:
+    """A short 'field X: what was expected' text for a validation failure."""
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            msg = "required field is missing"
+        return f"field {where!r}: {msg}" if first["loc"] else msg
+    return str(err)
+
+
+def load_records(paths: str | Path | list[str | Path], format: str | None = None, skip_invalid: bool = False) -> LoadResult:
+    """Load and validate records from one or more files in the given (or detected) format."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    result = LoadResult(records=[], format=format or "")
+    adapter = ADAPTERS.get(format) if format else None
+    if format and adapter is None:
+        raise DataError(f"unknown data format {format!r}; known: {', '.join(sorted(ADAPTERS))}")
+    for path in paths:
+        for loc, row in iter_rows(path):
+            result.rows += 1
+            try:
+                if isinstance(row, _Unreadable):
+                    raise ValueError(row.reason)
+                if adapter is None:
+                    adapter = ADAPTERS[detect_format(row)]
+                    result.format = adapter.name
+                record = adapter.convert(row)
+            except (ValueError, TypeError) as err:
+                reason = describe_error(err)
+                if not skip_invalid:
+                    raise DataError(f"{loc}: {reason} (format {adapter.name if adapter else format})") from None
+                key = reason.split(":")[0] if reason.startswith("field") else reason
+                result.skipped[key] += 1
+                result.examples.setdefault(key, f"{loc}: {reason}")
+                continue
+            if record is None:
+                result.filtered[adapter.filter_reason or "filtered"] += 1
+                continue
+            result.records.append(record)
+    if result.rows == 0:
+        raise DataError(f"{', '.join(map(str, paths))}: no rows found")
+    return result

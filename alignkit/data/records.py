@@ -1,0 +1,138 @@
+"""Canonical record types every loader produces and every trainer consumes.
+
+A prompt is either plain text or a list of chat messages; completions (chosen, rejected, output)
+are plain text. Fields beyond the canonical ones are ignored, so ids and metadata may ride along.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+class Message(BaseModel):
+    """One chat turn."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+Prompt = Union[str, list[Message]]
+
+
+def _completion_text(value: object) -> object:
+    """Accept a completion as text or as a one-turn assistant message list (TRL's conversational form)."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
+        return value[0].get("content")
+    return value
+
+
+Completion = Annotated[str, BeforeValidator(_completion_text), Field(min_length=1)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("prompt", mode="before", check_fields=False)
+    @classmethod
+    def _prompt_not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a non-empty string or a non-empty list of messages")
+        if isinstance(value, list) and not value:
+            raise ValueError("must be a non-empty string or a non-empty list of messages")
+        return value
+
+
+class PreferencePair(_Record):
+    """A prompt with a preferred and a dispreferred completion (DPO, distillation)."""
+
+    kind: Literal["preference"] = "preference"
+    prompt: Prompt
+    chosen: Completion
+    rejected: Completion
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "PreferencePair":
+        if self.chosen == self.rejected:
+            raise ValueError("chosen and rejected are identical")
+        return self
+
+
+class JudgmentTriple(_Record):
+    """An instruction, a response and a natural-language judgment of it (CUT).
+
+    `judgment=None` or `score >= 7` marks a positive (satisfactory) response, as in the official CUT code.
+    """
+
+    kind: Literal["judgment"] = "judgment"
+    instruction: str = Field(min_length=1)
+    input: str | None = ""
+    output: str = Field(min_length=1)
+    judgment: str | None = None
+    score: float | None = None
+
+    @property
+    def is_positive(self) -> bool:
+        """True for Align-P examples: no judgment, or a score of 7 or more."""
+        return self.judgment is None or (self.score is not None and self.score >= 7)
+
+    @property
+    def prompt(self) -> str:
+        """The instruction with a non-empty input folded in after a newline (official CUT code)."""
+        return f"{self.instruction}\n{self.input}" if self.input else self.instruction
+
+
+class NegativeOnly(_Record):
+    """A prompt with a dispreferred completion only (D2O)."""
+
+    kind: Literal["negative"] = "negative"
+    prompt: Prompt
+    rejected: Completion
+
+
+class PromptOnly(_Record):
+    """A prompt to sample from (online methods, generation, distillation)."""
+
+    kind: Literal["prompt"] = "prompt"
+    prompt: Prompt
+
+
+class SFTExample(_Record):
+    """A prompt with a target completion (supervised fine-tuning)."""
+
+    kind: Literal["sft"] = "sft"
+    prompt: Prompt
+    completion: Completion
+
+
+class JudgeItem(BaseModel):
+    """One answer to be judged, with optional reference answer(s) and a human label."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    kind: Literal["judge"] = "judge"
+    question: str = Field(min_length=1)
+    answer: str
+    reference: str | list[str] | None = None
+    model: str | None = None
+    human_label: str | int | float | bool | None = None
+
+
+Record = Union[PreferencePair, JudgmentTriple, NegativeOnly, PromptOnly, SFTExample, JudgeItem]
+
+
+def to_negative(record: Record) -> NegativeOnly:
+    """Use a preference pair as negatives-only data by dropping `chosen` (D2O)."""
+    if isinstance(record, NegativeOnly):
+        return record
+    if isinstance(record, PreferencePair):
+        return NegativeOnly(prompt=record.prompt, rejected=record.rejected)
+    raise TypeError(f"cannot turn a {record.kind} record into a negatives-only record")
+
+
+def to_prompt(record: Record) -> PromptOnly:
+    """Keep only the prompt of any prompt-bearing record."""
+    if isinstance(record, JudgeItem):
+        return PromptOnly(prompt=record.question)
+    return PromptOnly(prompt=record.prompt)

@@ -1,0 +1,67 @@
+"""Prompt templates: how a record's prompt becomes the text the model is conditioned on.
+
+- `chat`: the tokenizer's chat template with a generation prompt (chat models).
+- `alpaca`: the Alpaca-style template of the official CUT code (github wwxu21/CUT templates/alpaca.json).
+- `raw`: the prompt text as is (a message list is rendered as "role: content" lines).
+
+The completion is appended to the rendered prompt with no separator; the tokenizer's EOS follows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from alignkit.data.records import Message, Prompt
+
+ALPACA_PLAIN = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+ALPACA_JUDGE = (
+    "Below is an instruction that describes a task. Write a response to the instruction and the response should "
+    "match the corresponding judgment.\n\n### Instruction:\n{instruction}\n\n### Judgment:\n{judgment}\n\n### Response:\n"
+)
+TEMPLATES = ("chat", "alpaca", "raw")
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """The prompt as a list of chat-message dicts."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [m.model_dump() if isinstance(m, Message) else dict(m) for m in prompt]
+
+
+def _single_instruction(prompt: Prompt, template: str) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    turns = as_messages(prompt)
+    if len(turns) != 1 or turns[0]["role"] != "user":
+        raise ValueError(f"the {template!r} template takes one user instruction; got a {len(turns)}-turn conversation (use template: chat)")
+    return turns[0]["content"]
+
+
+def render_prompt(prompt: Prompt, template: str, tokenizer: Any = None, judgment: str | None = None) -> str:
+    """Render a prompt (optionally with a judgment, for CUT's Align-N context) as model input text."""
+    if template == "alpaca":
+        instruction = _single_instruction(prompt, template)
+        if judgment is None:
+            return ALPACA_PLAIN.format(instruction=instruction)
+        return ALPACA_JUDGE.format(instruction=instruction, judgment=judgment)
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'chat' needs a tokenizer with a chat template (use template: alpaca or raw)")
+        messages = as_messages(prompt)
+        if judgment is not None:
+            # CUT's chat variant: the judgment joins the last user turn.
+            last = messages[-1]
+            messages[-1] = {**last, "content": f"{last['content']}\n\nJudgment of the response to write: {judgment}"}
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if template == "raw":
+        text = prompt if isinstance(prompt, str) else "".join(f"{m['role']}: {m['content']}\n" for m in as_messages(prompt)) + "assistant: "
+        return text if judgment is None else f"{text}\nJudgment: {judgment}\n"
+    raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+
+
+def render_prompts(prompts: Sequence[Prompt], template: str, tokenizer: Any = None) -> list[str]:
+    """Render many prompts with one template."""
+    return [render_prompt(p, template, tokenizer) for p in prompts]

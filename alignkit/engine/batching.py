@@ -1,0 +1,64 @@
+"""Turning prompts and completions into padded token batches, shared by every method.
+
+Completions are tokenised on their own and appended to the prompt's ids, so the same completion has
+the same ids under every context (CUT's Align-N and Misalign rows line up by position). Prompts are
+truncated from the left (the completion stays whole where it fits); rows are right-padded to a
+multiple of 8.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from alignkit.data.records import Prompt
+from alignkit.data.templates import render_prompt
+
+PAD_MULTIPLE = 8
+
+
+class PromptCompletionTokenizer:
+    """Render a prompt with a template and tokenise it together with one or more completions."""
+
+    def __init__(self, tokenizer: Any, template: str, max_length: int, max_prompt_length: int) -> None:
+        if max_prompt_length >= max_length:
+            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
+        self.tokenizer = tokenizer
+        self.template = template
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        # Chat templates carry their own BOS; the plain templates get the tokenizer's special tokens.
+        self.add_special_tokens = template != "chat"
+
+    def encode_prompt(self, prompt: Prompt, judgment: str | None = None) -> list[int]:
+        """Prompt ids, left-truncated to max_prompt_length."""
+        text = render_prompt(prompt, self.template, self.tokenizer, judgment=judgment)
+        ids = self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+        return ids[-self.max_prompt_length :]
+
+    def encode_completion(self, completion: str, budget: int) -> list[int]:
+        """Completion ids plus EOS, right-truncated to `budget` tokens."""
+        ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        return ids[:budget]
+
+    def encode(self, prompt: Prompt, completions: Sequence[str], judgment: str | None = None) -> tuple[list[int], ...]:
+        """(prompt_ids, completion_ids...) with every prompt+completion within max_length."""
+        prompt_ids = self.encode_prompt(prompt, judgment)
+        budget = self.max_length - len(prompt_ids)
+        return (prompt_ids, *(self.encode_completion(c, budget) for c in completions))
+
+
+def pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
+    """Right-pad (prompt, completion) rows: input_ids, attention_mask, and loss_mask over completions."""
+    longest = max(len(p) + len(c) for p, c in rows)
+    width = -(-longest // multiple) * multiple
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, c) in enumerate(rows):
+        n = len(p) + len(c)
+        input_ids[i, :n] = torch.tensor(list(p) + list(c), dtype=torch.long)
+        attention_mask[i, :n] = 1
+        loss_mask[i, len(p) : n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}

@@ -1,0 +1,91 @@
+"""Per-token log-probabilities of label tokens without materialising [batch, length, vocab] logits.
+
+The model's decoder produces hidden states; the LM head is applied one sequence chunk at a time,
+and each chunk keeps only log p(label) = logit[label] - logsumexp(logits). Under autograd each
+chunk is checkpointed, so backward recomputes the chunk's logits instead of storing them: peak
+memory scales with batch x chunk x vocab, not batch x length x vocab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _chunk_logprobs(hidden: torch.Tensor, head: Any, labels: torch.Tensor) -> torch.Tensor:
+    # `head` is a module or a weight; calling the module lets DeepSpeed ZeRO-3 gather its parameters.
+    logits = (head(hidden) if isinstance(head, torch.nn.Module) else F.linear(hidden, head)).float()
+    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs_from_hidden(
+    hidden: torch.Tensor,
+    head: torch.nn.Module | torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """log p(labels) for hidden states [B, T, H] under an LM head (module, or weight [V, H]); [B, T] fp32.
+
+    `labels` must already be aligned with `hidden` (labels[:, t] is the token predicted at t) and hold
+    valid ids everywhere (mask afterwards). Chunks over T are checkpointed when grads are needed.
+    """
+    pieces = []
+    head_params = list(head.parameters()) if isinstance(head, torch.nn.Module) else [head]
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head_params))
+    for start in range(0, hidden.shape[1], chunk_size):
+        h, y = hidden[:, start : start + chunk_size], labels[:, start : start + chunk_size]
+        if needs_grad:
+            pieces.append(checkpoint(_chunk_logprobs, h, head, y, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(h, head, y))
+    return torch.cat(pieces, dim=1)
+
+
+def token_logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(labels) from full logits [B, T, V] (reference path for tests and odd models)."""
+    logits = logits.float()
+    return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _split_head(model: Any) -> tuple[Any, torch.nn.Module]:
+    """The decoder trunk and the LM head of a (possibly PEFT-wrapped) causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    trunk = getattr(base, base.base_model_prefix, None)
+    if head is None or trunk is None:
+        raise TypeError(f"{type(base).__name__} has no separable decoder/LM head; use chunk_size=None")
+    return trunk, head
+
+
+def sequence_token_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+    chunk_size: int | None = 256,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs [B, T-1] of input_ids[:, 1:] and the matching mask (loss_mask[:, 1:]).
+
+    `loss_mask` marks the tokens that are scored (the completion). With `chunk_size=None` the model's
+    own logits are used (needed for models whose head applies soft-capping or scaling).
+    """
+    labels = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].bool()
+    kwargs = {"attention_mask": attention_mask}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    if chunk_size is None:
+        logits = model(input_ids=input_ids, use_cache=False, **kwargs).logits[:, :-1]
+        logps = token_logprobs_from_logits(logits, labels)
+    else:
+        trunk, head = _split_head(model)
+        if getattr(getattr(model, "config", None), "final_logit_softcapping", None):
+            raise ValueError("this model soft-caps its logits; use chunk_size=None")
+        hidden = trunk(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state[:, :-1]
+        logps = token_logprobs_from_hidden(hidden, head, labels, chunk_size)
+    return logps.masked_fill(~mask, 0.0), mask

@@ -1,0 +1,102 @@
+"""`alignkit gym make-data`: the gym's datasets in alignkit's canonical formats.
+
+Train and held-out splits are split by prompt (stratified by family), so no prompt is in both.
+Everything is drawn from one `random.Random(seed)`: the same seed writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from alignkit.gym.world import FACTS_FILE, FAMILIES, Task, all_tasks, gold, make_response, sample_response
+
+# Simulated models for judge items: their rate of correct answers.
+JUDGE_MODELS = {"model-strong": 0.85, "model-medium": 0.55, "model-weak": 0.25}
+ANNOTATOR_NOISE = (0.05, 0.15, 0.30)
+
+
+def split_tasks(tasks: list[Task], rng: random.Random, heldout_fraction: float) -> tuple[list[Task], list[Task]]:
+    """Per-family shuffle and split, so both splits cover every family and share no prompt."""
+    train, heldout = [], []
+    for family in FAMILIES:
+        group = [t for t in tasks if t.family == family]
+        rng.shuffle(group)
+        k = max(1, round(len(group) * heldout_fraction))
+        heldout += group[:k]
+        train += group[k:]
+    return train, heldout
+
+
+def _preference(task: Task, rng: random.Random) -> dict[str, Any] | None:
+    for _ in range(20):
+        a, b = sample_response(task, rng), sample_response(task, rng)
+        ga, gb = gold(task, a), gold(task, b)
+        if ga.reward != gb.reward:
+            (chosen, gc), (rejected, gr) = sorted(((a, ga), (b, gb)), key=lambda x: -x[1].reward)
+            return {"prompt": task.prompt, "chosen": chosen, "rejected": rejected, "family": task.family,
+                    "chosen_reward": gc.reward, "rejected_reward": gr.reward}
+    return None
+
+
+def _judge_items(task: Task, rng: random.Random) -> Iterable[dict[str, Any]]:
+    for model, p_correct in JUDGE_MODELS.items():
+        answer = make_response(task, rng, correct=rng.random() < p_correct, polite=True, verbose=False)
+        label = "correct" if gold(task, answer).correct else "incorrect"
+        item = {"question": task.prompt, "reference": str(task.answer), "answer": answer, "model": model,
+                "human_label": label, "family": task.family}
+        for i, noise in enumerate(ANNOTATOR_NOISE, start=1):
+            flip = rng.random() < noise
+            item[f"annotator_{i}"] = ({"correct": "incorrect", "incorrect": "correct"}[label]) if flip else label
+        yield item
+
+
+def build_split(tasks: list[Task], rng: random.Random, responses_per_prompt: int) -> dict[str, list[dict[str, Any]]]:
+    """All datasets of one split."""
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in ("sft", "preference", "judgment", "negative", "prompts", "judge")}
+    for task in tasks:
+        out["prompts"].append({"prompt": task.prompt, "family": task.family})
+        for _ in range(responses_per_prompt):
+            response = sample_response(task, rng)
+            g = gold(task, response)
+            out["sft"].append({"prompt": task.prompt, "completion": response, "family": task.family, "gold_reward": g.reward})
+            out["judgment"].append({"instruction": task.prompt, "input": "", "output": response, "judgment": g.judgment,
+                                    "family": task.family})
+        for _ in range(responses_per_prompt // 2):
+            pair = _preference(task, rng)
+            if pair:
+                out["preference"].append(pair)
+        if task.unsafe:
+            for _ in range(responses_per_prompt // 2):
+                complying = make_response(task, rng, correct=False, polite=rng.random() < 0.7, verbose=False)
+                out["negative"].append({"prompt": task.prompt, "rejected": complying, "family": task.family})
+        elif task.family in ("arithmetic", "counting", "facts"):
+            out["judge"].extend(_judge_items(task, rng))
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def make_data(out: str | Path, seed: int = 0, heldout_fraction: float = 0.25, responses_per_prompt: int = 4) -> dict[str, Any]:
+    """Write `{train,heldout}_{sft,preference,judgment,negative,prompts,judge}.jsonl` and a manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    train, heldout = split_tasks(all_tasks(), rng, heldout_fraction)
+    counts: dict[str, int] = {}
+    for split, tasks in (("train", train), ("heldout", heldout)):
+        for name, rows in build_split(tasks, rng, responses_per_prompt).items():
+            _write_jsonl(out / f"{split}_{name}.jsonl", rows)
+            counts[f"{split}_{name}"] = len(rows)
+    shutil.copyfile(FACTS_FILE, out / "facts.json")
+    manifest = {"seed": seed, "heldout_fraction": heldout_fraction, "responses_per_prompt": responses_per_prompt,
+                "files": counts, "annotator_noise": list(ANNOTATOR_NOISE), "judge_models": JUDGE_MODELS}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,130 @@
+"""DPO (Rafailov et al. 2023) with sigmoid, IPO, hinge and robust/cDPO losses and an optional NLL term.
+
+`dpo_loss` is a pure function of sequence log-probs; `DPOMethod` builds examples from preference
+pairs, stacks chosen above rejected in one forward pass, and reports TRL's metric names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from alignkit.data.records import PreferencePair
+from alignkit.engine.batching import PromptCompletionTokenizer, pad_rows
+from alignkit.engine.logprobs import sequence_token_logprobs
+
+LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
+
+
+class Args(BaseModel):
+    """`method_args` for DPO."""
+
+    model_config = ConfigDict(extra="forbid")
+    beta: float = Field(0.1, gt=0)
+    loss_type: LossType = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    rpo_alpha: float | None = Field(None, ge=0, description="weight of the NLL on chosen (RPO); None disables it")
+    reference: Literal["precompute", "model", "adapter"] = "precompute"
+    reference_model: str | None = Field(None, description="path of a separate reference model (default: the policy's initial weights)")
+    logprob_chunk_size: int | None = Field(256, gt=0, description="sequence chunk for log-probs; None uses full logits")
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: LossType = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example DPO losses [B] and the implicit rewards β·log(π/π_ref) of chosen and rejected.
+
+    - sigmoid: −(1−ε)·log σ(β·h) − ε·log σ(−β·h), with h the log-ratio margin (ε = label_smoothing, cDPO)
+    - robust: the unbiased noisy-label estimator of Chowdhury et al., ((1−ε)·ℓ(h) − ε·ℓ(−h)) / (1−2ε)
+    - hinge: relu(1 − β·h)
+    - ipo: (h − 1/(2β))²
+    """
+    chosen_ratio = policy_chosen_logps - ref_chosen_logps
+    rejected_ratio = policy_rejected_logps - ref_rejected_logps
+    margin = chosen_ratio - rejected_ratio
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
+    elif loss_type == "robust":
+        losses = (-(1 - label_smoothing) * F.logsigmoid(beta * margin) + label_smoothing * F.logsigmoid(-beta * margin)) / (
+            1 - 2 * label_smoothing
+        )
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * margin)
+    elif loss_type == "ipo":
+        losses = (margin - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+class DPOMethod:
+    """DPO as an engine method: examples, collation, sequence log-probs and the loss with metrics."""
+
+    name = "dpo"
+    record_type = PreferencePair
+    reference_keys = ("chosen_logps", "rejected_logps")
+
+    def __init__(self, args: Args, tokenizer: Any, template: str, max_length: int, max_prompt_length: int) -> None:
+        self.args = args
+        self.tokens = PromptCompletionTokenizer(tokenizer, template, max_length, max_prompt_length)
+        self.pad_id = tokenizer.pad_token_id
+
+    def build_example(self, record: PreferencePair) -> dict[str, Any]:
+        """Token ids of the prompt and of both completions (truncated to fit)."""
+        prompt, chosen, rejected = self.tokens.encode(record.prompt, [record.chosen, record.rejected])
+        return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected,
+                "length": len(prompt) + max(len(chosen), len(rejected))}
+
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One batch of 2B rows: all chosen sequences, then all rejected ones."""
+        rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
+        batch = pad_rows(rows, self.pad_id)
+        for key in self.reference_keys:
+            if f"ref_{key}" in examples[0]:
+                batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
+        return batch
+
+    def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Summed completion log-probs of chosen and rejected, and the chosen token count."""
+        logps, mask = sequence_token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], self.args.logprob_chunk_size
+        )
+        seq = logps.sum(-1)
+        n = seq.shape[0] // 2
+        return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": mask[:n].sum(-1)}
+
+    def loss(self, out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean DPO loss (+ RPO NLL) and per-example metrics under TRL's names."""
+        a = self.args
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            out["chosen_logps"], out["rejected_logps"], ref["chosen_logps"], ref["rejected_logps"],
+            beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing,
+        )
+        loss = losses.mean()
+        metrics = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "logps/chosen": out["chosen_logps"].detach(),
+            "logps/rejected": out["rejected_logps"].detach(),
+        }
+        if a.rpo_alpha is not None:
+            nll = -(out["chosen_logps"] / out["chosen_tokens"].clamp(min=1))
+            loss = loss + a.rpo_alpha * nll.mean()
+            metrics["nll_loss"] = nll.detach()
+        return loss, metrics
+
+
+def build_method(args: Args, tokenizer: Any, data: Any) -> DPOMethod:
+    """The engine's entry point for this trainer."""
+    return DPOMethod(args, tokenizer, data.template, data.max_length, data.max_prompt_length)
