@@ -224,7 +224,7 @@ def validate_recipe(raw: dict[str, Any], source: Path | str = "<recipe>") -> Rec
     unknown = set(recipe.training.model_extra or {}) - training_argument_names() if recipe.training.model_extra else set()
     for key in sorted(unknown):
         hint = _did_you_mean(key, set(TrainingSettings.model_fields) | training_argument_names())
-        problems.append(f"training.{key}: unknown key (not a transformers.TrainingArguments field){hint}")
+        problems.append(f"training.{key}: unknown key{hint}; training keys are transformers.TrainingArguments fields")
     try:
         recipe.method_args = recipe.method_settings().model_dump()
     except ValidationError as err:

@@ -46,7 +46,8 @@ def dpo_loss(
     - sigmoid: −(1−ε)·log σ(β·h) − ε·log σ(−β·h), with h the log-ratio margin (ε = label_smoothing, cDPO)
     - robust: the unbiased noisy-label estimator of Chowdhury et al., ((1−ε)·ℓ(h) − ε·ℓ(−h)) / (1−2ε)
     - hinge: relu(1 − β·h)
-    - ipo: (h − 1/(2β))²
+    - ipo: (h − 1/(2β))²; pass length-averaged log-probs for IPO, as TRL and the IPO authors do
+      (`DPOMethod` does this for `loss_type="ipo"`).
     """
     chosen_ratio = policy_chosen_logps - ref_chosen_logps
     rejected_ratio = policy_rejected_logps - ref_rejected_logps
@@ -100,14 +101,18 @@ class DPOMethod:
         )
         seq = logps.sum(-1)
         n = seq.shape[0] // 2
-        return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": mask[:n].sum(-1)}
+        tokens = mask.sum(-1)
+        return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": tokens[:n], "rejected_tokens": tokens[n:]}
 
     def loss(self, out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean DPO loss (+ RPO NLL) and per-example metrics under TRL's names."""
         a = self.args
+        logps = [out["chosen_logps"], out["rejected_logps"], ref["chosen_logps"], ref["rejected_logps"]]
+        if a.loss_type == "ipo":  # IPO works on per-token average log-ratios
+            lengths = [out["chosen_tokens"], out["rejected_tokens"]] * 2
+            logps = [lp / n.clamp(min=1) for lp, n in zip(logps, lengths)]
         losses, chosen_rewards, rejected_rewards = dpo_loss(
-            out["chosen_logps"], out["rejected_logps"], ref["chosen_logps"], ref["rejected_logps"],
-            beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing,
+            *logps, beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing
         )
         loss = losses.mean()
         metrics = {
