@@ -87,6 +87,28 @@ def build(recipe: Recipe) -> Prepared:
     return Prepared(recipe, method, tokenizer, train_examples, eval_examples, eval_name, notes)
 
 
+def deepspeed_on_cpu() -> bool:
+    """True in a multi-process DeepSpeed launch on a machine without CUDA."""
+    import os
+
+    import torch
+
+    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return launched and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def distributed_state() -> Any:
+    """The process group state, created once.
+
+    accelerate gives DeepSpeed no backend when there is no CUDA and then reports a single process,
+    although DeepSpeed runs several over gloo; ZeRO-3 on CPU then fails its batch-size check. Passing
+    gloo explicitly here (and `use_configured_state` to TrainingArguments) gives the true world size.
+    """
+    from accelerate import PartialState
+
+    return PartialState(backend="gloo") if deepspeed_on_cpu() else PartialState()
+
+
 def ensure_reference(prep: Prepared) -> str:
     """Attach cached reference values to train/eval examples, computing and caching them on a miss.
 
@@ -94,8 +116,6 @@ def ensure_reference(prep: Prepared) -> str:
     weights unless `method_args.reference_model` names another model) while the others wait; every
     process then reads the same file. Returns a line for the summary.
     """
-    from accelerate import PartialState
-
     from alignkit.config import ModelSettings
     from alignkit.engine.model_loading import load_causal_lm, model_fingerprint
     from alignkit.engine.reference import ReferenceLogprobCache, attach_reference, compute_reference
@@ -108,7 +128,7 @@ def ensure_reference(prep: Prepared) -> str:
     ref_settings = ref_settings.model_copy(update={"lora": None})
     cache = ReferenceLogprobCache()
     fingerprint = model_fingerprint(ref_settings)
-    state = PartialState()
+    state = distributed_state()
     lines = []
     for name, examples in (("train", prep.train_examples), ("eval", prep.eval_examples)):
         key = cache.key(fingerprint, recipe.method, keys, examples)
@@ -139,8 +159,13 @@ def training_arguments(recipe: Recipe) -> Any:
     import torch
 
     values = recipe.training.model_dump()
-    values.update(remove_unused_columns=False, length_column_name="length", label_names=[])
+    # eval_on_start: the "before" evaluation runs inside the training loop. Calling evaluate() before train()
+    # would make transformers build a DeepSpeed inference engine, after which ZeRO-3 training fails.
+    values.update(remove_unused_columns=False, length_column_name="length", label_names=[], eval_on_start=True)
     values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    if deepspeed_on_cpu():
+        distributed_state()
+        values["accelerator_config"] = {**(values.get("accelerator_config") or {}), "use_configured_state": True}
     return TrainingArguments(**values)
 
 
@@ -174,7 +199,6 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         eval_dataset=datasets.Dataset.from_list(prep.eval_examples),
         processing_class=prep.tokenizer,
     )
-    before = _evaluate(trainer)
     t0 = time.perf_counter()
     resume_arg = resume if isinstance(resume, str) else (True if resume else None)
     if resume_arg is True and not any(Path(recipe.training.output_dir).glob("checkpoint-*")):
@@ -185,6 +209,8 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     final = Path(recipe.training.output_dir) / "final"
     trainer.save_model(str(final))
     after = _evaluate(trainer)
+    first_eval = next((h for h in trainer.state.log_history if "eval_loss" in h), {})
+    before = _strip_eval(first_eval)
     return TrainSummary(
         method=recipe.method, model=recipe.model.path, train_examples=len(prep.train_examples),
         eval_examples=len(prep.eval_examples), eval_name=prep.eval_name, steps=result.global_step,
@@ -193,9 +219,12 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
 
 
 def _evaluate(trainer: Any) -> dict[str, float]:
-    metrics = trainer.evaluate()
+    return _strip_eval(trainer.evaluate())
+
+
+def _strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
     skip = ("_runtime", "_per_second", "_preparation_time")
-    return {k.removeprefix("eval_"): v for k, v in metrics.items() if not k.endswith(skip) and k != "epoch"}
+    return {k.removeprefix("eval_"): v for k, v in metrics.items() if k.startswith("eval_") and not k.endswith(skip)}
 
 
 def prepare(recipe: Recipe) -> str:

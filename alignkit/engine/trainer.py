@@ -9,6 +9,8 @@ engine supplies the reference signals by one of three routes and keeps metrics:
 
 Metrics are example-weighted sums over every micro-batch since the last log, reduced across
 processes before averaging, so they are correct under gradient accumulation and data parallelism.
+Eval metrics are gathered per batch with `gather_for_metrics`, which drops the samples accelerate
+duplicates to even out the last batch, so they equal a single-process evaluation.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class AlignTrainer(Trainer):
         sums, counts = self._metric_sums[mode], self._metric_counts[mode]
         for name, value in metrics.items():
             value = value.detach().float().reshape(-1)
+            if mode == "eval":  # every process then holds the global values, without padding duplicates
+                value = self.accelerator.gather_for_metrics(value)
             sums[name] = sums.get(name, torch.zeros((), device=value.device)) + value.sum()
             counts[name] += value.numel()
 
@@ -94,14 +98,19 @@ class AlignTrainer(Trainer):
         names = sorted(sums)
         device = sums[names[0]].device
         totals = torch.stack([sums[n] for n in names] + [torch.tensor(float(counts[n]), device=device) for n in names])
-        totals = self.accelerator.reduce(totals, reduction="sum")
+        if mode == "train":  # eval values were already gathered from every process
+            totals = self.accelerator.reduce(totals, reduction="sum")
         k = len(names)
         sums.clear()
         counts.clear()
         return {n: (totals[i] / totals[k + i].clamp(min=1)).item() for i, n in enumerate(names)}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averaged method metrics (train, or eval_-prefixed) to each log record."""
+        """Add the averaged method metrics (train, or eval_-prefixed) to each log record.
+
+        A method's per-example `loss` metric replaces the Trainer's mean of per-batch means, which
+        uneven last batches and padding duplicates skew.
+        """
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         metrics = self._drain_metrics(mode)
         logs.update({(f"eval_{n}" if mode == "eval" else n): v for n, v in metrics.items()})

@@ -114,7 +114,6 @@ class DPOMethod:
         losses, chosen_rewards, rejected_rewards = dpo_loss(
             *logps, beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing
         )
-        loss = losses.mean()
         metrics = {
             "rewards/chosen": chosen_rewards,
             "rewards/rejected": rejected_rewards,
@@ -125,9 +124,10 @@ class DPOMethod:
         }
         if a.rpo_alpha is not None:
             nll = -(out["chosen_logps"] / out["chosen_tokens"].clamp(min=1))
-            loss = loss + a.rpo_alpha * nll.mean()
+            losses = losses + a.rpo_alpha * nll
             metrics["nll_loss"] = nll.detach()
-        return loss, metrics
+        metrics["loss"] = losses.detach()  # per example: the engine logs the exact example-weighted mean
+        return losses.mean(), metrics
 
 
 def build_method(args: Args, tokenizer: Any, data: Any) -> DPOMethod:
