@@ -38,8 +38,10 @@ def test_chunked_logprobs_equal_full_logits_with_gradients(tiny_model_dir):
     assert mask.sum() == 31 + 20 + 31 and (chunked[~mask] == 0).all()  # positions 10..40, row 1 stops at 29
 
 
-def test_reference_cache_reused_and_invalidated(tmp_path, caplog):
+def test_reference_cache_reused_and_invalidated(tmp_path, monkeypatch):
     from alignkit.engine.run import build, ensure_reference
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))  # other tests may have cached these keys
 
     recipe = tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]")
     first = ensure_reference(build(recipe))
