@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = p.add_subparsers(dest="recipes_command", required=True)
     show = rsub.add_parser("show", help="validate a recipe and print it fully resolved")
     show.add_argument("recipe")
+    show.add_argument("--schema-only", action="store_true", help="validate keys and types but not that files exist (e.g. GPU recipes on a laptop)")
     _add_set(show)
 
     p = sub.add_parser("data", help="validate and describe data files")
@@ -154,9 +155,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from alignkit.config import recipe_to_yaml
+    from alignkit.config import load_recipe, recipe_to_yaml
 
-    print(recipe_to_yaml(_load(args)), end="")
+    print(recipe_to_yaml(load_recipe(args.recipe, args.overrides, check_files=not args.schema_only)), end="")
     return 0
 
 

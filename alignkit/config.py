@@ -73,6 +73,7 @@ class DataSettings(_Strict):
     max_length: int = Field(1024, gt=0)
     max_prompt_length: int = Field(512, gt=0)
     skip_invalid: bool = False
+    packing: bool = Field(False, description="padding-free batches: all sequences in one row (sdpa, eager, flash-attention)")
 
     @field_validator("train", "eval", mode="before")
     @classmethod

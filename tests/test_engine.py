@@ -97,3 +97,51 @@ def test_resume_continues_with_the_same_data_order(tmp_path):
     again = json.loads((tmp_path / "b" / "run" / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
     losses = lambda h: [(e["step"], round(e["loss"], 4), round(e["logps/chosen"], 3)) for e in h if "loss" in e and e["step"] > 3]
     assert losses(again) == losses(history) and len(losses(history)) == 3
+
+
+def test_packed_and_padded_batches_give_the_same_logprobs(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.engine.model_loading import resolve_model_path
+    from alignkit.engine.run import build
+
+    outputs = {}
+    for packing in (False, True):
+        prep = build(tiny_recipe(tmp_path, f"data.packing={packing}"))
+        batch = prep.method.collate(prep.train_examples[:6])
+        assert ("attention_mask" in batch) != packing and batch["input_ids"].shape[0] == (1 if packing else 12)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:xs"), attn_implementation="sdpa")
+        outputs[packing] = prep.method.sequence_outputs(model, batch)
+        outputs[packing]["chosen_logps"].sum().backward()  # packing must train too
+    for key in ("chosen_logps", "rejected_logps", "chosen_tokens", "rejected_tokens"):
+        assert torch.allclose(outputs[False][key], outputs[True][key], atol=1e-4), key
+
+
+@pytest.mark.parametrize("route", ["model", "adapter"])
+def test_live_reference_routes_equal_precomputed(tmp_path, route):
+    """(a) a frozen reference model and (b) the LoRA policy with its adapter off give route (c)'s numbers."""
+    from alignkit.engine.model_loading import load_causal_lm
+    from alignkit.engine.run import build, ensure_reference, training_arguments
+    from alignkit.engine.trainer import AlignTrainer
+
+    overrides = ["data.train=data/samples/preference.jsonl", "data.eval=[]", "model.lora={r: 4, alpha: 8, dropout: 0.0}"]
+    precomputed = build(tiny_recipe(tmp_path, *overrides))
+    ensure_reference(precomputed)
+    batch = precomputed.method.collate(precomputed.train_examples)
+    expected = {k: batch[f"ref_{k}"] for k in precomputed.method.reference_keys}
+
+    recipe = tiny_recipe(tmp_path, *overrides, f"method_args.reference={route}")
+    prep = build(recipe)
+    policy = load_causal_lm(recipe.model, trainable=True)
+    with torch.no_grad():  # move the adapter away from zero so the policy differs from the reference
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    ref_model = load_causal_lm(recipe.model, trainable=False) if route == "model" else None
+    trainer = AlignTrainer(model=policy, args=training_arguments(recipe), method=prep.method, reference=route, ref_model=ref_model)
+    live_batch = prep.method.collate(prep.train_examples)
+    live = trainer.reference_outputs(trainer.model, live_batch)
+    for key, value in expected.items():
+        assert torch.allclose(live[key], value, atol=1e-4), key
+    policy_out = prep.method.sequence_outputs(policy, live_batch)
+    assert not torch.allclose(policy_out["chosen_logps"], expected["chosen_logps"], atol=1e-3)

@@ -64,7 +64,7 @@ def _split_head(model: Any) -> tuple[Any, torch.nn.Module]:
 def sequence_token_logprobs(
     model: Any,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     loss_mask: torch.Tensor,
     chunk_size: int | None = 256,
     position_ids: torch.Tensor | None = None,
@@ -76,7 +76,7 @@ def sequence_token_logprobs(
     """
     labels = input_ids[:, 1:]
     mask = loss_mask[:, 1:].bool()
-    kwargs = {"attention_mask": attention_mask}
+    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
     if chunk_size is None:
@@ -89,3 +89,18 @@ def sequence_token_logprobs(
         hidden = trunk(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state[:, :-1]
         logps = token_logprobs_from_hidden(hidden, head, labels, chunk_size)
     return logps.masked_fill(~mask, 0.0), mask
+
+
+def batch_token_logprobs(model: Any, batch: dict[str, torch.Tensor], chunk_size: int | None = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_token_logprobs` for a padded or packed batch from `engine.batching`."""
+    return sequence_token_logprobs(
+        model, batch["input_ids"], batch.get("attention_mask"), batch["loss_mask"], chunk_size, batch.get("position_ids")
+    )
+
+
+def per_sequence_sum(values: torch.Tensor, mask: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum masked per-token values [R, T-1] into one value per sequence, for padded or packed batches."""
+    index = batch["sequence_index"][:, 1:]
+    count = int(batch["sequence_index"].max()) + 1
+    out = torch.zeros(count, dtype=values.dtype, device=values.device)
+    return out.index_add(0, index[mask], values[mask])

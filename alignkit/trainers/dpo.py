@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from alignkit.data.records import PreferencePair
-from alignkit.engine.batching import PromptCompletionTokenizer, pad_rows
-from alignkit.engine.logprobs import sequence_token_logprobs
+from alignkit.engine.batching import PromptCompletionTokenizer, rows_to_batch
+from alignkit.engine.logprobs import batch_token_logprobs, per_sequence_sum
 
 LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 
@@ -74,10 +74,11 @@ class DPOMethod:
     record_type = PreferencePair
     reference_keys = ("chosen_logps", "rejected_logps")
 
-    def __init__(self, args: Args, tokenizer: Any, template: str, max_length: int, max_prompt_length: int) -> None:
+    def __init__(self, args: Args, tokenizer: Any, template: str, max_length: int, max_prompt_length: int, packing: bool = False) -> None:
         self.args = args
         self.tokens = PromptCompletionTokenizer(tokenizer, template, max_length, max_prompt_length)
         self.pad_id = tokenizer.pad_token_id
+        self.packing = packing
 
     def build_example(self, record: PreferencePair) -> dict[str, Any]:
         """Token ids of the prompt and of both completions (truncated to fit)."""
@@ -86,9 +87,9 @@ class DPOMethod:
                 "length": len(prompt) + max(len(chosen), len(rejected))}
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """One batch of 2B rows: all chosen sequences, then all rejected ones."""
+        """One batch of 2B sequences: all chosen, then all rejected (padded, or packed into one row)."""
         rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
-        batch = pad_rows(rows, self.pad_id)
+        batch = rows_to_batch(rows, self.pad_id, self.packing)
         for key in self.reference_keys:
             if f"ref_{key}" in examples[0]:
                 batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
@@ -96,12 +97,10 @@ class DPOMethod:
 
     def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Summed completion log-probs of chosen and rejected, and the chosen token count."""
-        logps, mask = sequence_token_logprobs(
-            model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], self.args.logprob_chunk_size
-        )
-        seq = logps.sum(-1)
+        logps, mask = batch_token_logprobs(model, batch, self.args.logprob_chunk_size)
+        seq = per_sequence_sum(logps, mask, batch)
+        tokens = per_sequence_sum(mask.to(logps.dtype), mask, batch)
         n = seq.shape[0] // 2
-        tokens = mask.sum(-1)
         return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": tokens[:n], "rejected_tokens": tokens[n:]}
 
     def loss(self, out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -132,4 +131,4 @@ class DPOMethod:
 
 def build_method(args: Args, tokenizer: Any, data: Any) -> DPOMethod:
     """The engine's entry point for this trainer."""
-    return DPOMethod(args, tokenizer, data.template, data.max_length, data.max_prompt_length)
+    return DPOMethod(args, tokenizer, data.template, data.max_length, data.max_prompt_length, data.packing)

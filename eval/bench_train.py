@@ -1,0 +1,190 @@
+"""Training throughput and peak memory: alignkit DPO (reference routes a, b, c) against TRL's DPOTrainer.
+
+Every configuration trains the same model on the same preference pairs with the same batch size, in
+its own subprocess (so peak memory is per configuration), and the table compares them in one run:
+
+    python eval/bench_train.py                       # tiny:m on the gym pairs, 12 timed steps each
+    python eval/bench_train.py --model tiny:100m --steps 6 --max-length 256
+
+Tokens/s counts the non-pad tokens of every chosen and rejected sequence processed in the timed steps
+(after warm-up). Peak memory counts from just before the models load (reference log-probs that
+alignkit caches with `alignkit prepare` are computed before that): torch.cuda.max_memory_allocated
+on GPU, the peak resident set (VmHWM, reset through /proc/self/clear_refs) on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name: (framework, reference route, LoRA, gradient checkpointing). TRL's DPOConfig turns gradient
+# checkpointing on by default, so the like-for-like alignkit rows do too; one row shows alignkit without it.
+CONFIGS = {
+    "trl default (ref copy, ckpt)": ("trl", "model", False, True),
+    "trl precompute (ckpt)": ("trl", "precompute", False, True),
+    "alignkit (c) precompute, ckpt": ("alignkit", "precompute", False, True),
+    "alignkit (c) precompute": ("alignkit", "precompute", False, False),
+    "alignkit (a) ref model, ckpt": ("alignkit", "model", False, True),
+    "trl LoRA (adapter off, ckpt)": ("trl", "adapter", True, True),
+    "alignkit (b) LoRA adapter off, ckpt": ("alignkit", "adapter", True, True),
+}
+BASELINE = {
+    "trl precompute (ckpt)": "trl default (ref copy, ckpt)",
+    "alignkit (c) precompute, ckpt": "trl default (ref copy, ckpt)",
+    "alignkit (c) precompute": "trl default (ref copy, ckpt)",
+    "alignkit (a) ref model, ckpt": "trl default (ref copy, ckpt)",
+    "alignkit (b) LoRA adapter off, ckpt": "trl LoRA (adapter off, ckpt)",
+}
+
+
+def _reset_peak() -> int:
+    """Reset the peak-memory counter; returns the current memory in bytes (the baseline)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+    return _status_kb("VmRSS") * 1024
+
+
+def _peak_bytes() -> int:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    return _status_kb("VmHWM") * 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _timer_callback(warmup: int):
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0 = None
+            self.timed_steps = 0
+            self.seconds = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step >= warmup:
+                self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.t0 is not None:
+                self.seconds += time.perf_counter() - self.t0
+                self.timed_steps += 1
+                self.t0 = None
+
+    return StepTimer()
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Train one configuration and report its throughput and memory as JSON."""
+    import datasets
+    import torch
+
+    from alignkit.config import validate_recipe
+    from alignkit.engine.model_loading import load_causal_lm, resolve_model_path
+    from alignkit.engine.run import build, ensure_reference, training_arguments
+    from alignkit.engine.trainer import AlignTrainer
+
+    framework, route, lora, ckpt = CONFIGS[args.worker]
+    lora_cfg = {"r": 16, "alpha": 16, "dropout": 0.0} if lora else None
+    recipe = validate_recipe({
+        "method": "dpo", "model": {"path": args.model, "dtype": "float32", "lora": lora_cfg, "attn_implementation": "sdpa"},
+        "data": {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.max_length // 2},
+        "training": {"output_dir": args.out, "learning_rate": 1e-5, "max_steps": args.steps + args.warmup, "per_device_train_batch_size": args.batch,
+                     "logging_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "gradient_checkpointing": ckpt},
+        "method_args": {"beta": 0.1, "reference": route},
+    })
+    prep = build(recipe)  # the same tokenisation feeds both frameworks
+    tokens_per_pair = sum(2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in prep.train_examples) / len(prep.train_examples)
+    timer = _timer_callback(args.warmup)
+    if framework == "alignkit":
+        if route == "precompute":
+            ensure_reference(prep)  # cached before timing, as `alignkit prepare` would
+        baseline = _reset_peak()
+        model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=ckpt)
+        ref = load_causal_lm(recipe.model, trainable=False) if route == "model" else None
+        trainer = AlignTrainer(model=model, args=training_arguments(recipe), method=prep.method, reference=route, ref_model=ref,
+                               train_dataset=datasets.Dataset.from_list(prep.train_examples), callbacks=[timer])
+        # eval_on_start is for the summary table of `alignkit train`; the benchmark times training only.
+        trainer.args.eval_on_start = False
+    else:
+        from transformers import AutoModelForCausalLM
+        from trl import DPOConfig, DPOTrainer
+
+        rows = [json.loads(line) for line in open(args.data)]
+        path = resolve_model_path(args.model)
+        baseline = _reset_peak()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+        peft_config = None
+        if lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        config = DPOConfig(output_dir=args.out, beta=0.1, learning_rate=1e-5, max_steps=args.steps + args.warmup,
+                           per_device_train_batch_size=args.batch, logging_steps=1000, save_strategy="no", report_to=[],
+                           bf16=False, use_cpu=not torch.cuda.is_available(), max_length=args.max_length, seed=0,
+                           precompute_ref_log_probs=route == "precompute", gradient_checkpointing=ckpt)
+        trainer = DPOTrainer(model=model, args=config, peft_config=peft_config, processing_class=prep.tokenizer, callbacks=[timer],
+                             train_dataset=datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
+    trainer.train()
+    pairs = timer.timed_steps * args.batch
+    return {"config": args.worker, "tokens_per_s": pairs * tokens_per_pair / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
+            "peak_mb": (_peak_bytes() - baseline) / 2**20, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny:m")
+    parser.add_argument("--data", default="data/gym/train_preference.jsonl")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=192)
+    parser.add_argument("--configs", default=";".join(CONFIGS), help="semicolon-separated subset of: " + "; ".join(CONFIGS))
+    parser.add_argument("--out", default="runs/bench_train")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
+    results = {}
+    for name in [c.strip() for c in args.configs.split(";")]:
+        cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--data", args.data, "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--out", f"{args.out}/{len(results)}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results[name] = json.loads(line[len("RESULT "):])
+        print(f"done: {name}", file=sys.stderr)
+    device = next(iter(results.values()))["device"] if results else "?"
+    print(f"\nDPO training, model {args.model}, batch {args.batch} pairs, max length {args.max_length}, {args.steps} timed steps, device {device}\n")
+    print(f"| {'configuration':<30} | tokens/s | s/step | peak MB | vs baseline (speed, memory) |")
+    print(f"|{'-' * 32}|---------:|-------:|--------:|:----------------------------|")
+    for name, r in results.items():
+        base = results.get(BASELINE.get(name, ""))
+        ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x speed, {r['peak_mb'] / max(base['peak_mb'], 1e-9):.2f}x memory vs {BASELINE[name]}" if base else ""
+        print(f"| {name:<30} | {r['tokens_per_s']:8.0f} | {r['step_s']:6.3f} | {r['peak_mb']:7.0f} | {ratio} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
