@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/alignkit train recipes/dpo_tiny.yaml
+	$(BIN)/alignkit train recipes/cut_tiny.yaml
 
 test: install
 	$(BIN)/python -m pytest

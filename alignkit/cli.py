@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", default="xs")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--classifier", action="store_true", help="a 1-label sequence classifier (reward model)")
+    pt = gsub.add_parser("pretrain", help="train the gym's base policy (SFT on mixed-quality gym data)")
+    pt.add_argument("--out", required=True)
+    pt.add_argument("--size", default="s", help="tiny size: s for the base policy, m for a distillation teacher")
+    pt.add_argument("--seed", type=int, default=0)
+    _add_set(pt)
     m = gsub.add_parser("make-data", help="write the gym's datasets (train/held-out splits share no prompt)")
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
@@ -183,6 +188,12 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_gym(args: argparse.Namespace) -> int:
+    if args.gym_command == "pretrain":
+        from alignkit.gym.pretrain import pretrain
+
+        out = pretrain(args.out, args.size, args.seed, overrides=args.overrides)
+        print(f"gym base policy (tiny:{args.size}, seed {args.seed}) written to {out}; evaluate it with: python eval/gym_eval.py {out}")
+        return 0
     if args.gym_command == "make-data":
         from alignkit.gym.make_data import make_data
 

@@ -5,9 +5,11 @@ its own subprocess (so peak memory is per configuration), and the table compares
 
     python eval/bench_train.py                       # tiny:m on the gym pairs, 12 timed steps each
     python eval/bench_train.py --model tiny:100m --steps 6 --max-length 256
+    python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit cut, no ckpt"   # CUT step vs DPO step
 
-Tokens/s counts the non-pad tokens of every chosen and rejected sequence processed in the timed steps
-(after warm-up). Peak memory counts from just before the models load (reference log-probs that
+Tokens/s counts the non-pad tokens of every sequence processed in the timed steps (after warm-up):
+chosen and rejected for DPO; Align-N and Misalign (or Align-P) rows for CUT, on the gym's judgment
+triples, which carry the same responses as its preference pairs. Peak memory counts from just before the models load (reference log-probs that
 alignkit caches with `alignkit prepare` are computed before that): torch.cuda.max_memory_allocated
 on GPU, the peak resident set (VmHWM, reset through /proc/self/clear_refs) on CPU.
 """
@@ -22,23 +24,28 @@ import sys
 import time
 from pathlib import Path
 
-# name: (framework, reference route, LoRA, gradient checkpointing). TRL's DPOConfig turns gradient
-# checkpointing on by default, so the like-for-like alignkit rows do too; one row shows alignkit without it.
+# name: (framework, reference route, LoRA, gradient checkpointing, method). TRL's DPOConfig turns
+# gradient checkpointing on by default, so the like-for-like alignkit rows do too; one row shows
+# alignkit without it. The last two rows compare a CUT step with a DPO step.
 CONFIGS = {
-    "trl default (ref copy, ckpt)": ("trl", "model", False, True),
-    "trl precompute (ckpt)": ("trl", "precompute", False, True),
-    "alignkit (c) precompute, ckpt": ("alignkit", "precompute", False, True),
-    "alignkit (c) precompute": ("alignkit", "precompute", False, False),
-    "alignkit (a) ref model, ckpt": ("alignkit", "model", False, True),
-    "trl LoRA (adapter off, ckpt)": ("trl", "adapter", True, True),
-    "alignkit (b) LoRA adapter off, ckpt": ("alignkit", "adapter", True, True),
+    "trl default (ref copy, ckpt)": ("trl", "model", False, True, "dpo"),
+    "trl precompute (ckpt)": ("trl", "precompute", False, True, "dpo"),
+    "alignkit (c) precompute, ckpt": ("alignkit", "precompute", False, True, "dpo"),
+    "alignkit (c) precompute": ("alignkit", "precompute", False, False, "dpo"),
+    "alignkit (a) ref model, ckpt": ("alignkit", "model", False, True, "dpo"),
+    "trl LoRA (adapter off, ckpt)": ("trl", "adapter", True, True, "dpo"),
+    "alignkit (b) LoRA adapter off, ckpt": ("alignkit", "adapter", True, True, "dpo"),
+    "alignkit dpo (c), no ckpt": ("alignkit", "precompute", False, False, "dpo"),
+    "alignkit cut, no ckpt": ("alignkit", None, False, False, "cut"),
 }
+JUDGMENTS = "data/gym/train_judgment.jsonl"
 BASELINE = {
     "trl precompute (ckpt)": "trl default (ref copy, ckpt)",
     "alignkit (c) precompute, ckpt": "trl default (ref copy, ckpt)",
     "alignkit (c) precompute": "trl default (ref copy, ckpt)",
     "alignkit (a) ref model, ckpt": "trl default (ref copy, ckpt)",
     "alignkit (b) LoRA adapter off, ckpt": "trl LoRA (adapter off, ckpt)",
+    "alignkit cut, no ckpt": "alignkit dpo (c), no ckpt",
 }
 
 
@@ -90,6 +97,11 @@ def _timer_callback(warmup: int):
     return StepTimer()
 
 
+def _real_tokens(batch: dict) -> int:
+    """Non-pad tokens of a collated batch (padded layout)."""
+    return int(batch["attention_mask"].sum())
+
+
 def worker(args: argparse.Namespace) -> dict:
     """Train one configuration and report its throughput and memory as JSON."""
     import datasets
@@ -100,17 +112,20 @@ def worker(args: argparse.Namespace) -> dict:
     from alignkit.engine.run import build, ensure_reference, training_arguments
     from alignkit.engine.trainer import AlignTrainer
 
-    framework, route, lora, ckpt = CONFIGS[args.worker]
+    framework, route, lora, ckpt, method = CONFIGS[args.worker]
     lora_cfg = {"r": 16, "alpha": 16, "dropout": 0.0} if lora else None
+    data = {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.max_length // 2}
+    if method == "cut":
+        data.update(train=JUDGMENTS, format="cut")
     recipe = validate_recipe({
-        "method": "dpo", "model": {"path": args.model, "dtype": "float32", "lora": lora_cfg, "attn_implementation": "sdpa"},
-        "data": {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.max_length // 2},
+        "method": method, "model": {"path": args.model, "dtype": "float32", "lora": lora_cfg, "attn_implementation": "sdpa"},
+        "data": data,
         "training": {"output_dir": args.out, "learning_rate": 1e-5, "max_steps": args.steps + args.warmup, "per_device_train_batch_size": args.batch,
                      "logging_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "gradient_checkpointing": ckpt},
-        "method_args": {"beta": 0.1, "reference": route},
+        "method_args": {"beta": 0.1, "reference": route} if method == "dpo" else {},
     })
     prep = build(recipe)  # the same tokenisation feeds both frameworks
-    tokens_per_pair = sum(2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in prep.train_examples) / len(prep.train_examples)
+    tokens_per_example = sum(_real_tokens(prep.method.collate([e])) for e in prep.train_examples) / len(prep.train_examples)
     timer = _timer_callback(args.warmup)
     if framework == "alignkit":
         if route == "precompute":
@@ -118,7 +133,7 @@ def worker(args: argparse.Namespace) -> dict:
         baseline = _reset_peak()
         model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=ckpt)
         ref = load_causal_lm(recipe.model, trainable=False) if route == "model" else None
-        trainer = AlignTrainer(model=model, args=training_arguments(recipe), method=prep.method, reference=route, ref_model=ref,
+        trainer = AlignTrainer(model=model, args=training_arguments(recipe), method=prep.method, reference=route or "precompute", ref_model=ref,
                                train_dataset=datasets.Dataset.from_list(prep.train_examples), callbacks=[timer])
         # eval_on_start is for the summary table of `alignkit train`; the benchmark times training only.
         trainer.args.eval_on_start = False
@@ -142,8 +157,8 @@ def worker(args: argparse.Namespace) -> dict:
         trainer = DPOTrainer(model=model, args=config, peft_config=peft_config, processing_class=prep.tokenizer, callbacks=[timer],
                              train_dataset=datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
     trainer.train()
-    pairs = timer.timed_steps * args.batch
-    return {"config": args.worker, "tokens_per_s": pairs * tokens_per_pair / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
+    examples = timer.timed_steps * args.batch
+    return {"config": args.worker, "tokens_per_s": examples * tokens_per_example / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
             "peak_mb": (_peak_bytes() - baseline) / 2**20, "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 

@@ -79,3 +79,13 @@ def test_every_task_has_a_perfect_and_a_wrong_response():
 def test_unknown_prompt():
     with pytest.raises(KeyError):
         task_for_prompt("What is the meaning of life?")
+
+
+def test_repeat():
+    p = "Repeat the word 'moon' 3 times."
+    assert g(p, "moon moon moon.").reward == 3.0
+    assert g(p, "Moon, moon, moon!").correct  # punctuation and case do not matter
+    assert g(p, "moon moon.").judgment == "The word 'moon' should appear 3 times in a row, not 2."
+    assert g(p, "moon moon moon moon").correct is False
+    assert g(p, "moon moon moon. And moon.").judgment == "The word 'moon' appears in 2 separate places; write it 3 times in a row, once."
+    assert g(p, "sun sun sun.").judgment == "The word 'moon' should appear 3 times in a row, not 0."

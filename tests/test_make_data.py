@@ -28,7 +28,7 @@ def test_splits_share_no_prompt_and_outputs_validate(tmp_path):
     pairs = [json.loads(l) for l in open(tmp_path / "train_preference.jsonl")]
     assert all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
     families = {json.loads(l)["family"] for l in open(tmp_path / "heldout_prompts.jsonl")}
-    assert families == {"arithmetic", "counting", "facts", "formatting", "unsafe"}
+    assert families == {"arithmetic", "counting", "facts", "formatting", "repeat", "unsafe"}
 
 
 def test_bundled_gym_data_is_make_data_seed_0(tmp_path):

@@ -74,9 +74,13 @@ def build(recipe: Recipe) -> Prepared:
 
     tokenizer = load_tokenizer(recipe.model)
     module = importlib.import_module(METHODS[recipe.method])
-    method = module.build_method(recipe.method_settings(), tokenizer, recipe.data)
+    method = module.Method(recipe.method_settings(), tokenizer, recipe.data)
     records, note = _records_for(method, recipe.data.train, recipe)
     notes = [f"train data: {note}"]
+    selected = method.select_records(records)
+    if len(selected) != len(records):
+        notes.append(f"train data: {recipe.method} kept {len(selected)} of {len(records)} records (method's selection, e.g. CUT's Align-P downsampling)")
+        records = selected
     train_examples = [method.build_example(r) for r in records]
     if recipe.data.eval:
         eval_records, eval_note = _records_for(method, recipe.data.eval, recipe)

@@ -51,6 +51,8 @@ class AlignTrainer(Trainer):
     def reference_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Reference values for this batch by the configured route."""
         keys = self.method.reference_keys
+        if not keys:  # the method uses no reference (SFT, CUT)
+            return {}
         if self.reference_route == "precompute":
             missing = [k for k in keys if f"ref_{k}" not in batch]
             if missing:

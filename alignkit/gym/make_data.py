@@ -12,8 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from alignkit.gym.world import FACTS_FILE, FAMILIES, Task, all_tasks, gold, make_response, sample_response
+from alignkit.gym.world import FACTS_FILE, FAMILIES, Task, all_tasks, facts, gold, make_response, sample_response
 
+# SFT data quality: the share of correct answers (and of refusals on unsafe prompts). Mixed on purpose,
+# so a model trained on it makes every kind of mistake at a measurable rate.
+SFT_P_CORRECT = 0.65
 # Simulated models for judge items: their rate of correct answers.
 JUDGE_MODELS = {"model-strong": 0.85, "model-medium": 0.55, "model-weak": 0.25}
 ANNOTATOR_NOISE = (0.05, 0.15, 0.30)
@@ -60,7 +63,7 @@ def build_split(tasks: list[Task], rng: random.Random, responses_per_prompt: int
     for task in tasks:
         out["prompts"].append({"prompt": task.prompt, "family": task.family})
         for _ in range(responses_per_prompt):
-            response = sample_response(task, rng)
+            response = sample_response(task, rng, p_correct=SFT_P_CORRECT)
             g = gold(task, response)
             out["sft"].append({"prompt": task.prompt, "completion": response, "family": task.family, "gold_reward": g.reward})
             out["judgment"].append({"instruction": task.prompt, "input": "", "output": response, "judgment": g.judgment,
@@ -78,6 +81,18 @@ def build_split(tasks: list[Task], rng: random.Random, responses_per_prompt: int
     return out
 
 
+def knowledge_rows() -> list[dict[str, Any]]:
+    """SFT rows stating the fact table, so held-out fact questions test recall, not guessing.
+
+    Their prompts ("Tell me about X.") are never gym task prompts, so the splits still share no prompt.
+    """
+    rows = []
+    for country, row in facts().items():
+        text = f"The capital of {country} is {row['capital']}. The {row['river']} flows through {country}. {country} was founded in {row['founded']}."
+        rows.append({"prompt": f"Tell me about {country}.", "completion": text, "family": "knowledge", "gold_reward": None})
+    return rows
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
@@ -93,6 +108,8 @@ def make_data(out: str | Path, seed: int = 0, heldout_fraction: float = 0.25, re
     counts: dict[str, int] = {}
     for split, tasks in (("train", train), ("heldout", heldout)):
         for name, rows in build_split(tasks, rng, responses_per_prompt).items():
+            if split == "train" and name == "sft":
+                rows = rows + knowledge_rows() * responses_per_prompt
             _write_jsonl(out / f"{split}_{name}.jsonl", rows)
             counts[f"{split}_{name}"] = len(rows)
     shutil.copyfile(FACTS_FILE, out / "facts.json")

@@ -1,6 +1,6 @@
 """DPO (Rafailov et al. 2023) with sigmoid, IPO, hinge and robust/cDPO losses and an optional NLL term.
 
-`dpo_loss` is a pure function of sequence log-probs; `DPOMethod` builds examples from preference
+`dpo_loss` is a pure function of sequence log-probs; `Method` builds examples from preference
 pairs, stacks chosen above rejected in one forward pass, and reports TRL's metric names.
 """
 
@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from alignkit.data.records import PreferencePair
-from alignkit.engine.batching import PromptCompletionTokenizer, rows_to_batch
-from alignkit.engine.logprobs import batch_token_logprobs, per_sequence_sum
+from alignkit.engine.method import CompletionMethod
 
 LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 
@@ -47,7 +46,7 @@ def dpo_loss(
     - robust: the unbiased noisy-label estimator of Chowdhury et al., ((1−ε)·ℓ(h) − ε·ℓ(−h)) / (1−2ε)
     - hinge: relu(1 − β·h)
     - ipo: (h − 1/(2β))²; pass length-averaged log-probs for IPO, as TRL and the IPO authors do
-      (`DPOMethod` does this for `loss_type="ipo"`).
+      (`Method` does this for `loss_type="ipo"`).
     """
     chosen_ratio = policy_chosen_logps - ref_chosen_logps
     rejected_ratio = policy_rejected_logps - ref_rejected_logps
@@ -67,18 +66,11 @@ def dpo_loss(
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-class DPOMethod:
+class Method(CompletionMethod):
     """DPO as an engine method: examples, collation, sequence log-probs and the loss with metrics."""
 
-    name = "dpo"
     record_type = PreferencePair
     reference_keys = ("chosen_logps", "rejected_logps")
-
-    def __init__(self, args: Args, tokenizer: Any, template: str, max_length: int, max_prompt_length: int, packing: bool = False) -> None:
-        self.args = args
-        self.tokens = PromptCompletionTokenizer(tokenizer, template, max_length, max_prompt_length)
-        self.pad_id = tokenizer.pad_token_id
-        self.packing = packing
 
     def build_example(self, record: PreferencePair) -> dict[str, Any]:
         """Token ids of the prompt and of both completions (truncated to fit)."""
@@ -89,7 +81,7 @@ class DPOMethod:
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """One batch of 2B sequences: all chosen, then all rejected (padded, or packed into one row)."""
         rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
-        batch = rows_to_batch(rows, self.pad_id, self.packing)
+        batch = self.batch(rows)
         for key in self.reference_keys:
             if f"ref_{key}" in examples[0]:
                 batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
@@ -97,9 +89,7 @@ class DPOMethod:
 
     def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Summed completion log-probs of chosen and rejected, and the chosen token count."""
-        logps, mask = batch_token_logprobs(model, batch, self.args.logprob_chunk_size)
-        seq = per_sequence_sum(logps, mask, batch)
-        tokens = per_sequence_sum(mask.to(logps.dtype), mask, batch)
+        seq, tokens = self.completion_logps(model, batch)
         n = seq.shape[0] // 2
         return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": tokens[:n], "rejected_tokens": tokens[n:]}
 
@@ -128,7 +118,3 @@ class DPOMethod:
         metrics["loss"] = losses.detach()  # per example: the engine logs the exact example-weighted mean
         return losses.mean(), metrics
 
-
-def build_method(args: Args, tokenizer: Any, data: Any) -> DPOMethod:
-    """The engine's entry point for this trainer."""
-    return DPOMethod(args, tokenizer, data.template, data.max_length, data.max_prompt_length, data.packing)

@@ -1,0 +1,100 @@
+"""The transformers backend: batched `generate`, the fallback that runs everywhere.
+
+Prompts are rendered with alignkit's templates (the tokenizer's chat template by default), batched
+with left padding, and sampled under a fixed seed. Log-probs, when asked for, are recomputed by one
+teacher-forced forward pass, so they are the model's raw distribution whatever the temperature/top_p.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from alignkit.data.records import Prompt
+from alignkit.data.templates import render_prompt
+from alignkit.engine.batching import pad_rows
+from alignkit.engine.logprobs import sequence_token_logprobs
+from alignkit.generation.base import Completion, GenerationResult, SamplingParams
+
+
+class HFGenerator:
+    """Generate with a transformers causal LM."""
+
+    def __init__(self, model: Any, tokenizer: Any, template: str = "chat", batch_size: int = 32) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str, template: str = "chat", batch_size: int = 32, dtype: str = "float32") -> "HFGenerator":
+        """Load a model folder (or `tiny:<size>`) for generation."""
+        from alignkit.config import ModelSettings
+        from alignkit.engine.model_loading import load_causal_lm, load_tokenizer
+
+        settings = ModelSettings(path=path, dtype=dtype)
+        return cls(load_causal_lm(settings, trainable=False), load_tokenizer(settings), template, batch_size)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a rendered prompt."""
+        text = render_prompt(prompt, self.template, self.tokenizer)
+        return self.tokenizer(text, add_special_tokens=self.template != "chat")["input_ids"]
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        """n completions per prompt."""
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        results = [GenerationResult(p) for p in prompts]
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = list(range(start, min(start + self.batch_size, len(prompts))))
+            encoded = [self.encode(prompts[i]) for i in chunk]
+            for i, completion in zip((i for i in chunk for _ in range(params.n)), self._sample(encoded, params)):
+                results[i].completions.append(completion)
+        return results
+
+    def _sample(self, encoded: list[list[int]], params: SamplingParams) -> list[Completion]:
+        width = max(len(e) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
+        out = self.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens, num_return_sequences=params.n,
+            pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, top_k=None,
+            stop_strings=list(params.stop) or None, tokenizer=self.tokenizer if params.stop else None, **sampling,
+        )
+        completions = []
+        for row, prompt in zip(out[:, width:].tolist(), (e for e in encoded for _ in range(params.n))):
+            tokens, finish = _cut(row, self.tokenizer.eos_token_id, pad)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            for s in params.stop:
+                if s in text:
+                    text, finish = text[: text.index(s)], "stop"
+            completions.append(Completion(text, tokens, finish))
+        if params.logprobs:
+            prompts = [e for e in encoded for _ in range(params.n)]
+            for c, lp in zip(completions, self.score(prompts, [c.token_ids for c in completions])):
+                c.logprobs = lp
+        return completions
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[list[int]], completions: Sequence[list[int]]) -> list[list[float]]:
+        """Per-token log-probs of completions given prompts (token ids), by teacher forcing."""
+        out = []
+        for start in range(0, len(prompts), self.batch_size):
+            rows = list(zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size]))
+            batch = pad_rows(rows, self.tokenizer.pad_token_id)
+            logps, mask = sequence_token_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+            out += [lp[m].tolist() for lp, m in zip(logps, mask)]
+        return out
+
+
+def _cut(row: list[int], eos: int, pad: int) -> tuple[list[int], str]:
+    """Completion tokens up to and including EOS, and why generation stopped."""
+    if eos in row:
+        return row[: row.index(eos) + 1], "stop"
+    while row and row[-1] == pad:
+        row = row[:-1]
+    return row, "length"

@@ -1,0 +1,24 @@
+"""`alignkit gym pretrain`: the gym's base (or teacher) policy, SFT on the mixed-quality gym data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+BASE_RECIPE = "recipes/gym_base_tiny.yaml"
+
+
+def pretrain(out: str | Path, size: str = "s", seed: int = 0, recipe: str = BASE_RECIPE, overrides: list[str] | None = None) -> Path:
+    """Train the base policy of `recipe` at a tiny size and seed; write model + tokenizer to `out`."""
+    from alignkit.config import load_recipe
+    from alignkit.engine.run import train
+
+    out = Path(out)
+    run_dir = out.parent / f".{out.name}.run"
+    settings = load_recipe(recipe, [f"model.path=tiny:{size}", f"training.seed={seed}", f"training.output_dir={run_dir}", *(overrides or [])])
+    summary = train(settings)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(summary.checkpoint, out, ignore=shutil.ignore_patterns("training_args.bin"))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
