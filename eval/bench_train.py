@@ -190,7 +190,7 @@ def main() -> None:
         results[name] = json.loads(line[len("RESULT "):])
         print(f"done: {name}", file=sys.stderr)
     device = next(iter(results.values()))["device"] if results else "?"
-    print(f"\nDPO training, model {args.model}, batch {args.batch} pairs, max length {args.max_length}, {args.steps} timed steps, device {device}\n")
+    print(f"\nTraining steps, model {args.model}, batch {args.batch} examples (DPO pairs or CUT triples), max length {args.max_length}, {args.steps} timed steps, device {device}\n")
     print(f"| {'configuration':<30} | tokens/s | s/step | peak MB | vs baseline (speed, memory) |")
     print(f"|{'-' * 32}|---------:|-------:|--------:|:----------------------------|")
     for name, r in results.items():

@@ -40,6 +40,7 @@ def test_positive_is_plain_mle_and_batch_is_mean_over_examples():
     assert metrics["loss"].tolist() == pytest.approx([neg.item(), pos], rel=1e-6)
     assert loss.item() == pytest.approx((neg.item() + pos) / 2, rel=1e-6)
     assert metrics["negative_fraction"].tolist() == [1.0, 0.0]
+    assert torch.isnan(metrics["flagged_fraction"][1])  # not defined for a positive: skipped in averages
 
 
 def test_threshold_limits():

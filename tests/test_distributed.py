@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-3 on this CPU: 1 and 2 processes train, and their loss curves match."""
+"""DeepSpeed ZeRO-3 on this CPU: DPO and CUT train with 1 and 2 processes, and their loss curves match."""
 
 import json
 import math
@@ -6,26 +6,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run_log(out: Path) -> list[tuple[int, float]]:
     state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     return [(e["step"], e["loss"]) for e in state["log_history"] if "loss" in e]
 
 
-def test_zero3_one_and_two_processes_give_the_same_loss_curve(tmp_path):
-    common = ["--set", "model.path=tiny:xs", "--set", "training.max_steps=6", "--set", "training.logging_steps=2",
+@pytest.mark.parametrize("recipe", ["recipes/dpo_tiny.yaml", "recipes/cut_tiny.yaml"])
+def test_zero3_one_and_two_processes_give_the_same_loss_curve(tmp_path, recipe):
+    common = ["--set", "model.path=tiny:xs", "--set", "data.eval=[]", "--set", "training.max_steps=6", "--set", "training.logging_steps=2",
               "--set", "training.save_steps=6", "--set", "training.learning_rate=1e-3"]
     # 1 process: the documented `accelerate launch ... -m alignkit train` form, global batch 16.
     one = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/zero3.yaml", "--num_processes", "1",
-         "-m", "alignkit", "train", "recipes/dpo_tiny.yaml", *common, "--set", f"training.output_dir={tmp_path / 'one'}",
+         "-m", "alignkit", "train", recipe, *common, "--set", f"training.output_dir={tmp_path / 'one'}",
          "--set", "training.per_device_train_batch_size=16"],
         capture_output=True, text=True,
     )
     assert one.returncode == 0, one.stderr[-3000:]
     # 2 processes: `alignkit train` re-launches itself from the recipe's launch section, 8 per device.
     two = subprocess.run(
-        [sys.executable, "-m", "alignkit", "train", "recipes/dpo_tiny.yaml", *common, "--set", f"training.output_dir={tmp_path / 'two'}",
+        [sys.executable, "-m", "alignkit", "train", recipe, *common, "--set", f"training.output_dir={tmp_path / 'two'}",
          "--set", "training.per_device_train_batch_size=8", "--set", "launch.config_file=launch/zero3.yaml",
          "--set", "launch.num_processes=2"],
         capture_output=True, text=True,

@@ -7,7 +7,8 @@ engine supplies the reference signals by one of three routes and keeps metrics:
 - `model`: a separate frozen reference model runs under `no_grad`;
 - `adapter`: the policy itself with its LoRA adapter disabled.
 
-Metrics are example-weighted sums over every micro-batch since the last log, reduced across
+Metrics are per-example tensors [B] (NaN where a metric does not apply to an example, so shapes match
+across processes). They are summed over every micro-batch since the last log and reduced across
 processes before averaging, so they are correct under gradient accumulation and data parallelism.
 Eval metrics are gathered per batch with `gather_for_metrics`, which drops the samples accelerate
 duplicates to even out the last batch, so they equal a single-process evaluation.
@@ -90,6 +91,7 @@ class AlignTrainer(Trainer):
             value = value.detach().float().reshape(-1)
             if mode == "eval":  # every process then holds the global values, without padding duplicates
                 value = self.accelerator.gather_for_metrics(value)
+            value = value[~torch.isnan(value)]
             sums[name] = sums.get(name, torch.zeros((), device=value.device)) + value.sum()
             counts[name] += value.numel()
 

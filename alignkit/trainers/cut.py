@@ -90,12 +90,13 @@ def cut_loss(
     else:
         raise ValueError(f"combine must be 'official_half' or 'sum', got {combine!r}")
     losses = torch.where(negative, negative_loss, mle_aligned)
-    metrics = {
+    only_negatives = lambda x: torch.where(negative, x.detach(), torch.full_like(x, float("nan")))  # noqa: E731
+    metrics = {  # per example; NaN where a metric does not apply (the engine skips it)
         "loss": losses.detach(),
         "mle_aligned": mle_aligned.detach(),
         "negative_fraction": negative.float(),
-        "flagged_fraction": (flagged.sum(-1) / tokens)[negative].detach(),
-        "unlikelihood": unlikelihood[negative].detach(),
+        "flagged_fraction": only_negatives(flagged.sum(-1) / tokens),
+        "unlikelihood": only_negatives(unlikelihood),
     }
     return losses.mean(), metrics
 
