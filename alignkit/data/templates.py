@@ -9,7 +9,7 @@ The completion is appended to the rendered prompt with no separator; the tokeniz
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from alignkit.data.records import Message, Prompt
 
@@ -61,7 +61,3 @@ def render_prompt(prompt: Prompt, template: str, tokenizer: Any = None, judgment
         return text if judgment is None else f"{text}\nJudgment: {judgment}\n"
     raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
 
-
-def render_prompts(prompts: Sequence[Prompt], template: str, tokenizer: Any = None) -> list[str]:
-    """Render many prompts with one template."""
-    return [render_prompt(p, template, tokenizer) for p in prompts]

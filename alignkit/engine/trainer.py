@@ -17,7 +17,6 @@ duplicates to even out the last batch, so they equal a single-process evaluation
 from __future__ import annotations
 
 import collections
-import contextlib
 from typing import Any
 
 import torch
@@ -120,13 +119,3 @@ class AlignTrainer(Trainer):
         logs.update({(f"eval_{n}" if mode == "eval" else n): v for n, v in metrics.items()})
         super().log(logs, start_time)
 
-
-@contextlib.contextmanager
-def eval_mode(model: Any):
-    """Temporarily put a model in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
