@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", required=True)
     pt.add_argument("--size", default="s", help="tiny size: s for the base policy, m for a distillation teacher")
     pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of the saved weights")
     _add_set(pt)
     m = gsub.add_parser("make-data", help="write the gym's datasets (train/held-out splits share no prompt)")
     m.add_argument("--out", required=True)
@@ -191,7 +192,7 @@ def cmd_gym(args: argparse.Namespace) -> int:
     if args.gym_command == "pretrain":
         from alignkit.gym.pretrain import pretrain
 
-        out = pretrain(args.out, args.size, args.seed, overrides=args.overrides)
+        out = pretrain(args.out, args.size, args.seed, overrides=args.overrides, save_dtype=args.save_dtype)
         print(f"gym base policy (tiny:{args.size}, seed {args.seed}) written to {out}; evaluate it with: python eval/gym_eval.py {out}")
         return 0
     if args.gym_command == "make-data":

@@ -61,3 +61,16 @@ def test_resolve_tiny_builds_once_into_cache(_private_cache):
     assert resolve_tiny("tiny:xs") == first
     assert (first / "model.safetensors").stat().st_mtime_ns == mtime
     assert first.parent == _private_cache / "models"
+
+
+def test_resave_in_bfloat16_halves_the_checkpoint(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.gym.pretrain import resave
+
+    path = build_tiny_model(tmp_path / "m", "xs")
+    before = (path / "model.safetensors").stat().st_size
+    resave(path, "bfloat16")
+    assert (path / "model.safetensors").stat().st_size < 0.6 * before
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)  # recipes load it in fp32
+    assert next(model.parameters()).dtype == torch.float32

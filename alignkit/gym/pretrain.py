@@ -8,7 +8,8 @@ from pathlib import Path
 BASE_RECIPE = "recipes/gym_base_tiny.yaml"
 
 
-def pretrain(out: str | Path, size: str = "s", seed: int = 0, recipe: str = BASE_RECIPE, overrides: list[str] | None = None) -> Path:
+def pretrain(out: str | Path, size: str = "s", seed: int = 0, recipe: str = BASE_RECIPE, overrides: list[str] | None = None,
+             save_dtype: str = "float32") -> Path:
     """Train the base policy of `recipe` at a tiny size and seed; write model + tokenizer to `out`."""
     from alignkit.config import load_recipe
     from alignkit.engine.run import train
@@ -21,4 +22,15 @@ def pretrain(out: str | Path, size: str = "s", seed: int = 0, recipe: str = BASE
         shutil.rmtree(out)
     shutil.copytree(summary.checkpoint, out, ignore=shutil.ignore_patterns("training_args.bin"))
     shutil.rmtree(run_dir, ignore_errors=True)
+    if save_dtype != "float32":
+        resave(out, save_dtype)
     return out
+
+
+def resave(folder: str | Path, dtype: str) -> None:
+    """Store a model folder's weights in another dtype (bfloat16 halves a shipped checkpoint)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+    model.save_pretrained(folder)
