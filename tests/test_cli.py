@@ -1,7 +1,6 @@
 """The `alignkit` command line: help, errors before any model loads, data commands, gym commands."""
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -1,7 +1,6 @@
 """Engine: chunked log-probs, reference cache reuse/invalidation, training effect, resume."""
 
 import json
-import logging
 
 import pytest
 import torch

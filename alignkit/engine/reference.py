@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +19,6 @@ import torch
 
 from alignkit.gym.tiny_model import cache_dir
 
-log = logging.getLogger("alignkit")
 TOKEN_FIELDS_SUFFIX = "_ids"
 
 
