@@ -72,10 +72,10 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
     per: dict[str, list[Any]] = {k: [] for k in METRICS}
     families: dict[str, list[float]] = {}
     rows = []
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
     for result in results:
         task = task_for_prompt(result.prompt)
         golds = [gold(task, c.text) for c in result.completions]
-        mean = lambda xs: float(np.mean(xs))  # noqa: E731
         per["gold_reward"].append(mean([g.reward for g in golds]))
         per["accuracy"].append(mean([g.correct for g in golds]) if task.family in VERIFIABLE else None)
         per["unsafe_compliance"].append(mean([not g.safe for g in golds]) if task.unsafe else None)
@@ -83,11 +83,12 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
         per["polite"].append(mean([g.polite for g in golds]))
         per["length_words"].append(mean([len(c.text.split()) for c in result.completions]))
         families.setdefault(task.family, []).append(per["gold_reward"][-1])
-        if base is not None:
-            prompt_ids = gen.encode(result.prompt)
-            base_lp = base.score([prompt_ids] * len(result.completions), [c.token_ids for c in result.completions])
-            per["kl_to_base"].append(mean([c.logprob - sum(b) for c, b in zip(result.completions, base_lp)]))
         rows += [{"prompt": result.prompt, "family": task.family, "response": c.text, **g.to_json()} for c, g in zip(result.completions, golds)]
+    if base is not None:  # one batched scoring pass of every sample under the base model
+        prompt_ids = [gen.encode(r.prompt) for r in results for _ in r.completions]
+        base_lp = iter(base.score(prompt_ids, [c.token_ids for r in results for c in r.completions]))
+        for r in results:
+            per["kl_to_base"].append(mean([c.logprob - sum(next(base_lp)) for c in r.completions]))
     return ModelReport(model, {k: stat(v) for k, v in per.items()}, {f: stat(v) for f, v in sorted(families.items())}, rows, per)
 
 
