@@ -71,13 +71,56 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--size", default="s", help="tiny size: s for the base policy, m for a distillation teacher")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of the saved weights")
+    pt.add_argument("--recipe", default=None,
+                    help="SFT recipe (default recipes/gym_base_tiny.yaml; recipes/gym_teacher_tiny.yaml for the teacher)")
     _add_set(pt)
     m = gsub.add_parser("make-data", help="write the gym's datasets (train/held-out splits share no prompt)")
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--heldout-fraction", type=float, default=0.25)
     m.add_argument("--responses-per-prompt", type=int, default=4)
+    _add_generation_commands(sub)
     return parser
+
+
+def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
+    p.add_argument("--model", help="model folder, tiny:<size>, or an OpenAI-compatible endpoint URL")
+    p.add_argument("--prompts", help="data file with prompts (any prompt-bearing format)")
+    p.add_argument("--format", default=None, help="data format of --prompts (detected if omitted)")
+    p.add_argument("--n", type=int, default=n_default, help="completions per prompt")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm", "openai"])
+    p.add_argument("--template", default="chat", choices=["chat", "alpaca", "raw"])
+    p.add_argument("--limit", type=int, help="use only the first N prompts")
+    p.add_argument("--no-cache", action="store_true", help="sample again even if this exact request is cached")
+    p.add_argument("--out", required=True, help="output JSONL")
+
+
+def _add_generation_commands(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API (vLLM, or --backend hf)")
+    p.add_argument("model", help="model folder or tiny:<size>")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"], help="auto: vllm when installed")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("ALIGNKIT_API_KEY"), help="require this bearer token")
+    p.add_argument("--served-model-name", help="name clients use (default: the model argument)")
+    p.add_argument("--lora-modules", nargs="*", default=[], metavar="NAME=PATH", help="LoRA adapters to serve (vllm)")
+    p.add_argument("--startup-timeout", type=float, default=900)
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: further vLLM server arguments")
+    p = sub.add_parser("generate", help="sample completions (with log-probs) for a prompt file into JSONL, cached")
+    p.add_argument("recipe", nargs="?", help="take model, prompts (data.train) and template from a recipe")
+    _add_set(p)
+    _add_sampling(p, n_default=4)
+    p = sub.add_parser("bon", help="best-of-N (or --worst worst-of-N) selection per prompt")
+    _add_sampling(p, n_default=8)
+    p.add_argument("--scorer", default="reward-model", choices=["reward-model", "judge", "gold"])
+    p.add_argument("--reward-model", help="reward model folder (sequence classifier, 1 label) for --scorer reward-model")
+    p.add_argument("--judge-model", help="judge model folder or endpoint URL for --scorer judge")
+    p.add_argument("--worst", action="store_true", help="select the lowest-scoring completion instead")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:
-        handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym}
+        handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
+                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon}
         return handler[args.command](args)
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
@@ -192,8 +236,11 @@ def cmd_gym(args: argparse.Namespace) -> int:
     if args.gym_command == "pretrain":
         from alignkit.gym.pretrain import pretrain
 
-        out = pretrain(args.out, args.size, args.seed, overrides=args.overrides, save_dtype=args.save_dtype)
-        print(f"gym base policy (tiny:{args.size}, seed {args.seed}) written to {out}; evaluate it with: python eval/gym_eval.py {out}")
+        from alignkit.gym.pretrain import BASE_RECIPE
+
+        out = pretrain(args.out, args.size, args.seed, recipe=args.recipe or BASE_RECIPE, overrides=args.overrides,
+                       save_dtype=args.save_dtype)
+        print(f"gym policy (tiny:{args.size}, seed {args.seed}) written to {out}; evaluate it with: python eval/gym_eval.py {out}")
         return 0
     if args.gym_command == "make-data":
         from alignkit.gym.make_data import make_data
@@ -211,3 +258,58 @@ def cmd_gym(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from alignkit.generation.serve import serve
+    from alignkit.generation.vllm_engine import vllm_available
+
+    backend = args.backend if args.backend != "auto" else ("vllm" if vllm_available() else "hf")
+    extra = [a for a in args.extra if a != "--"]
+    return serve(args.model, backend, args.host, args.port, args.api_key, args.lora_modules, args.served_model_name, extra,
+                 args.startup_timeout)
+
+
+def _rollouts(args: argparse.Namespace) -> list[dict]:
+    from alignkit.generation.base import SamplingParams
+    from alignkit.generation.rollouts import read_prompt_rows, rollouts
+
+    if not args.model or not args.prompts:
+        raise CliError("give --model and --prompts (or a recipe for `alignkit generate`)")
+    if not args.model.startswith(("http://", "https://")) and not args.model.startswith("tiny:") and not Path(args.model).exists():
+        raise CliError(f"model {args.model!r} is not a folder, tiny:<size> or an endpoint URL")
+    rows = read_prompt_rows(args.prompts, args.format)
+    if args.limit:
+        rows = rows[: args.limit]
+    params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                            stop=tuple(args.stop), seed=args.seed, logprobs=True)
+    return rollouts(args.model, rows, params, args.backend, args.template, cache=not args.no_cache)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from alignkit.generation.rollouts import write_jsonl
+
+    if args.recipe:
+        recipe = _load(args)
+        args.model = args.model or recipe.model.path
+        args.prompts = args.prompts or recipe.data.train[0]
+        args.template = recipe.data.template
+    rows = _rollouts(args)
+    write_jsonl(args.out, rows)
+    total = sum(len(c["token_ids"]) for r in rows for c in r["completions"])
+    print(f"{len(rows)} prompts x {args.n} completions ({total} tokens) written to {args.out}")
+    return 0
+
+
+def cmd_bon(args: argparse.Namespace) -> int:
+    from alignkit.generation.best_of_n import best_of_n, make_scorer
+    from alignkit.generation.rollouts import write_jsonl
+
+    path = args.reward_model if args.scorer == "reward-model" else args.judge_model
+    scorer = make_scorer(args.scorer, path, args.template)  # fail on a bad scorer before sampling
+    selected = best_of_n(_rollouts(args), scorer, args.worst)
+    write_jsonl(args.out, selected)
+    mean = sum(r["score"] for r in selected) / len(selected)
+    print(f"{'worst' if args.worst else 'best'}-of-{args.n} for {len(selected)} prompts (mean selected score {mean:.4f}) "
+          f"written to {args.out}")
+    return 0

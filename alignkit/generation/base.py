@@ -1,4 +1,4 @@
-"""The generation interface every backend implements (HF transformers now; vLLM and OpenAI-compatible next)."""
+"""The generation interface every backend implements (HF transformers, in-process vLLM, OpenAI-compatible endpoints)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence
 
 from alignkit.data.records import Prompt
+
+
+class GenerationError(RuntimeError):
+    """A backend failed: an engine that did not start, an endpoint that is down, a weight sync that failed."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ SFT_P_CORRECT = 0.65
 # Simulated models for judge items: their rate of correct answers.
 JUDGE_MODELS = {"model-strong": 0.85, "model-medium": 0.55, "model-weak": 0.25}
 ANNOTATOR_NOISE = (0.05, 0.15, 0.30)
+# The distillation teacher's SFT data keeps only the train responses with this gold reward (correct or a
+# refusal, polite and concise): an "aligned" teacher, unlike the mixed-quality base policy.
+TEACHER_MIN_GOLD = 3.0
 
 
 def split_tasks(tasks: list[Task], rng: random.Random, heldout_fraction: float) -> tuple[list[Task], list[Task]]:
@@ -100,7 +103,8 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def make_data(out: str | Path, seed: int = 0, heldout_fraction: float = 0.25, responses_per_prompt: int = 4) -> dict[str, Any]:
-    """Write `{train,heldout}_{sft,preference,judgment,negative,prompts,judge}.jsonl` and a manifest."""
+    """Write `{train,heldout}_{sft,preference,judgment,negative,prompts,judge}.jsonl`, the teacher's
+    `train_teacher_sft.jsonl` (only perfect train responses) and a manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -110,10 +114,14 @@ def make_data(out: str | Path, seed: int = 0, heldout_fraction: float = 0.25, re
         for name, rows in build_split(tasks, rng, responses_per_prompt).items():
             if split == "train" and name == "sft":
                 rows = rows + knowledge_rows() * responses_per_prompt
+                # Derived from the rows above without drawing from `rng`, so the other files do not change.
+                teacher = [r for r in rows if r["gold_reward"] is None or r["gold_reward"] >= TEACHER_MIN_GOLD]
+                _write_jsonl(out / "train_teacher_sft.jsonl", teacher)
+                counts["train_teacher_sft"] = len(teacher)
             _write_jsonl(out / f"{split}_{name}.jsonl", rows)
             counts[f"{split}_{name}"] = len(rows)
     shutil.copyfile(FACTS_FILE, out / "facts.json")
     manifest = {"seed": seed, "heldout_fraction": heldout_fraction, "responses_per_prompt": responses_per_prompt,
-                "files": counts, "annotator_noise": list(ANNOTATOR_NOISE), "judge_models": JUDGE_MODELS}
+                "files": counts, "annotator_noise": list(ANNOTATOR_NOISE), "judge_models": JUDGE_MODELS, "teacher_min_gold": TEACHER_MIN_GOLD}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

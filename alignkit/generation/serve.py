@@ -1,0 +1,126 @@
+"""`alignkit serve MODEL`: an OpenAI-compatible server with alignkit's defaults.
+
+`--backend vllm` runs vLLM's own server (`python -m vllm.entrypoints.openai.api_server`; the `vllm`
+console script of the CPU build looks for a distribution named `vllm` and fails) with prefix caching on,
+host 127.0.0.1, fp32 on CPU and a 1 GiB CPU KV cache unless set. `--backend hf` serves through the
+transformers fallback (`alignkit.generation.hf_server`). Both wait until `/health` answers, print the
+URL, and shut down cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from typing import Sequence
+
+
+def wait_for_health(url: str, timeout: float, process: subprocess.Popen | None = None, log: deque | None = None) -> None:
+    """Poll `url/health` until it answers 200; raise if the server process exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = "".join(log or ())
+            raise RuntimeError(f"the server exited with code {process.returncode} before it was healthy; its last output:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} was not healthy within {timeout:.0f} s")
+
+
+def vllm_command(model: str, host: str, port: int, served_name: str | None, api_key: str | None,
+                 lora_modules: Sequence[str], extra_args: Sequence[str]) -> list[str]:
+    """The vLLM OpenAI server command line for a resolved model folder."""
+    import torch
+
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host, "--port", str(port),
+           "--enable-prefix-caching", "--served-model-name", served_name or model]
+    if not torch.cuda.is_available():
+        cmd += ["--dtype", "float32"]
+    if api_key:
+        cmd += ["--api-key", api_key]
+    if lora_modules:
+        cmd += ["--enable-lora", "--lora-modules", *lora_modules]
+    return cmd + list(extra_args)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          lora_modules: Sequence[str] = (), served_name: str | None = None, extra_args: Sequence[str] = (),
+          startup_timeout: float = 900.0) -> int:
+    """Serve until SIGINT/SIGTERM; return the exit code."""
+    from alignkit.engine.model_loading import resolve_model_path
+
+    path = resolve_model_path(model)
+    name = served_name or model
+    url = f"http://{host}:{port}"
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if backend == "hf":
+        from alignkit.generation.hf import HFGenerator
+        from alignkit.generation.hf_server import HFServer, make_http_server
+
+        if lora_modules or extra_args:
+            raise ValueError("--lora-modules and extra vLLM arguments need --backend vllm")
+        httpd = make_http_server(HFServer(HFGenerator.from_pretrained(path), name, api_key), host, port)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        wait_for_health(url, 30)
+        print(f"serving {name} (backend hf) at {url}/v1", flush=True)
+        stop.wait()
+        httpd.shutdown()
+        httpd.server_close()
+        print("server stopped", flush=True)
+        return 0
+    if backend != "vllm":
+        raise ValueError(f"unknown serve backend {backend!r}; known: vllm, hf")
+    from alignkit.generation.vllm_engine import vllm_available
+
+    if not vllm_available():
+        raise ValueError("vLLM is not installed here; use --backend hf, or install vLLM (see docs/generation.md)")
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    process = subprocess.Popen(vllm_command(path, host, port, name, api_key, lora_modules, extra_args), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    log: deque = deque(maxlen=40)
+
+    def pump() -> None:  # keep the server's output visible and remember the tail for error messages
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.append(line)
+            sys.stderr.write(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        waiter = threading.Thread(target=lambda: stop.wait(), daemon=True)
+        waiter.start()
+        wait_for_health(url, startup_timeout, process, log)
+        print(f"serving {name} (backend vllm) at {url}/v1", flush=True)
+        while not stop.wait(1.0):
+            if process.poll() is not None:
+                print(f"the vLLM server exited with code {process.returncode}", file=sys.stderr)
+                return process.returncode or 1
+        return 0
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        print("server stopped", flush=True)
