@@ -110,7 +110,7 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("--served-model-name", help="name clients use (default: the model argument)")
     p.add_argument("--lora-modules", nargs="*", default=[], metavar="NAME=PATH", help="LoRA adapters to serve (vllm)")
     p.add_argument("--startup-timeout", type=float, default=900)
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: further vLLM server arguments")
+    p.add_argument("--vllm-args", default="", help="further vLLM server arguments, quoted, e.g. --vllm-args='--max-model-len 512'")
     p = sub.add_parser("generate", help="sample completions (with log-probs) for a prompt file into JSONL, cached")
     p.add_argument("recipe", nargs="?", help="take model, prompts (data.train) and template from a recipe")
     _add_set(p)
@@ -265,7 +265,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alignkit.generation.vllm_engine import vllm_available
 
     backend = args.backend if args.backend != "auto" else ("vllm" if vllm_available() else "hf")
-    extra = [a for a in args.extra if a != "--"]
+    import shlex
+
+    extra = shlex.split(args.vllm_args)
     return serve(args.model, backend, args.host, args.port, args.api_key, args.lora_modules, args.served_model_name, extra,
                  args.startup_timeout)
 

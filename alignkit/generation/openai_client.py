@@ -70,10 +70,13 @@ class OpenAIGenerator:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         """n completions per prompt, `concurrency` requests in flight. Prompt i is sampled under seed + i."""
         name = self.model_name
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="alignkit-openai") as pool:
-            futures = [pool.submit(self._one, name, p, params, None if params.seed is None else params.seed + i)
-                       for i, p in enumerate(prompts)]
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="alignkit-openai")
+        futures = [pool.submit(self._one, name, p, params, None if params.seed is None else params.seed + i)
+                   for i, p in enumerate(prompts)]
+        try:
             return [GenerationResult(p, f.result()) for p, f in zip(prompts, futures)]
+        finally:  # on the first failure, drop the queued requests instead of letting each fail in turn
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _one(self, name: str, prompt: Prompt, params: SamplingParams, seed: int | None) -> list[Completion]:
         common: dict[str, Any] = {"model": name, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,

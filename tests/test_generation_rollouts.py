@@ -1,0 +1,91 @@
+"""Rollouts (cached) and best-of-N / worst-of-N selection, through the Python API and the CLI."""
+
+import json
+
+import pytest
+
+from alignkit.cli import main
+from alignkit.generation import HFGenerator, SamplingParams
+from alignkit.generation.best_of_n import GoldScorer, RewardModelScorer, best_of_n, select
+from alignkit.generation.rollouts import read_prompt_rows, rollouts
+
+MODEL = "data/gym/base-s"
+PROMPTS = "data/gym/heldout_prompts.jsonl"
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory):
+    from alignkit.gym.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("rm"), "xs", seed=1, classifier=True))
+
+
+def test_select_is_argmax_or_argmin_first_on_ties():
+    assert select([0.1, 0.7, 0.7, -1.0]) == 1
+    assert select([0.1, 0.7, 0.7, -1.0], worst=True) == 3
+    with pytest.raises(ValueError):
+        select([])
+
+
+def test_read_prompt_rows_keeps_family_and_reads_other_formats():
+    rows = read_prompt_rows(PROMPTS)
+    assert rows[0] == {"prompt": "What is 2 times 11?", "family": "arithmetic"}
+    assert read_prompt_rows("data/gym/heldout_preference.jsonl")[0]["prompt"]
+
+
+def test_rollouts_are_cached_by_model_prompts_and_sampling():
+    rows = read_prompt_rows(PROMPTS)[:3]
+    calls = []
+
+    def make():
+        calls.append(1)
+        return HFGenerator.from_pretrained(MODEL)
+
+    params = SamplingParams(n=2, max_tokens=16, seed=0, logprobs=True)
+    first = rollouts(MODEL, rows, params, backend="hf", make_generator=make)
+    again = rollouts(MODEL, rows, params, backend="hf", make_generator=make)
+    assert len(calls) == 1 and first == again
+    assert all(len(r["completions"]) == 2 and r["completions"][0]["logprobs"] for r in first)
+    rollouts(MODEL, rows, SamplingParams(n=2, max_tokens=16, seed=1, logprobs=True), backend="hf", make_generator=make)
+    assert len(calls) == 2  # another seed is another request
+
+
+def test_gold_scorer_prefers_the_right_answer():
+    scores = GoldScorer().score("What is 2 times 11?", ["2 times 11 is 21.", "2 times 11 is 22."])
+    assert select(scores) == 1
+
+
+@pytest.mark.parametrize("worst", [False, True])
+def test_bon_cli_picks_the_reward_model_argmax(tmp_path, reward_model, worst, capsys):
+    out = tmp_path / "bon.jsonl"
+    argv = ["bon", "--model", MODEL, "--prompts", PROMPTS, "--limit", "4", "--n", "4", "--max-tokens", "16",
+            "--backend", "hf", "--scorer", "reward-model", "--reward-model", reward_model, "--out", str(out)]
+    assert main(argv + (["--worst"] if worst else [])) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4
+    scorer = RewardModelScorer(reward_model)
+    for row in rows:
+        scores = scorer.score(row["prompt"], row["completions"])  # scored independently, one at a time
+        assert row["scores"] == pytest.approx(scores, abs=1e-5)
+        pick = min(range(4), key=scores.__getitem__) if worst else max(range(4), key=scores.__getitem__)
+        assert row["selected_index"] == pick and row["selected"] == row["completions"][pick]
+        assert row["family"] and row["mode"] == ("worst" if worst else "best")
+    assert "of-4 for 4 prompts" in capsys.readouterr().out
+
+
+def test_best_of_n_with_gold_raises_mean_reward():
+    rows = rollouts(MODEL, read_prompt_rows(PROMPTS)[::6], SamplingParams(n=8, max_tokens=48, seed=0), backend="hf")
+    best = best_of_n(rows, GoldScorer())
+    worst = best_of_n(rows, GoldScorer(), worst=True)
+    mean = sum(s for r in best for s in r["scores"]) / sum(len(r["scores"]) for r in best)
+    assert sum(r["score"] for r in worst) / len(worst) < mean < sum(r["score"] for r in best) / len(best)
+
+
+def test_generate_cli_from_a_recipe(tmp_path, capsys):
+    out = tmp_path / "gen.jsonl"
+    assert main(["generate", "recipes/dpo_tiny.yaml", "--prompts", PROMPTS, "--limit", "2", "--n", "2",
+                 "--max-tokens", "8", "--backend", "hf", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and len(rows[0]["completions"]) == 2
+    assert main(["generate", "--model", "no/such/model", "--prompts", PROMPTS, "--out", str(out)]) == 2
+    assert "not a folder" in capsys.readouterr().err
