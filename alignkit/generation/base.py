@@ -14,7 +14,10 @@ class GenerationError(RuntimeError):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample: n completions per prompt, temperature (0 = greedy), nucleus top_p, length, stops, seed."""
+    """How to sample: n completions per prompt, temperature (0 = greedy), nucleus top_p, length, stops, seed.
+
+    `min_tokens` suppresses EOS until that many tokens were generated (fixed-length benchmarks).
+    """
 
     n: int = 1
     temperature: float = 1.0
@@ -23,9 +26,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = 0
     logprobs: bool = False
+    min_tokens: int = 0
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.max_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
+        if (self.n < 1 or self.max_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1
+                or not 0 <= self.min_tokens <= self.max_tokens):
             raise ValueError(f"invalid sampling parameters: {self}")
 
 

@@ -10,6 +10,7 @@ Ties go to the lowest index, so selection is deterministic.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, Sequence
 
 from alignkit.data.records import Prompt
@@ -73,12 +74,15 @@ class GoldScorer:
 
 
 def select(scores: Sequence[float], worst: bool = False) -> int:
-    """Index of the best (or worst) score; the first one on ties."""
+    """Index of the best (or worst) score; the first one on ties. NaN scores (an unparsed judge rating)
+    are never selected unless every score is NaN, then the first completion is."""
     if not scores:
         raise ValueError("no completions to select from")
-    pick = min if worst else max
-    target = pick(scores)
-    return next(i for i, s in enumerate(scores) if s == target)
+    valid = [(s, i) for i, s in enumerate(scores) if not math.isnan(s)]
+    if not valid:
+        return 0
+    target = (min if worst else max)(s for s, _ in valid)
+    return next(i for s, i in valid if s == target)
 
 
 def best_of_n(rows: Sequence[dict[str, Any]], scorer: Scorer, worst: bool = False) -> list[dict[str, Any]]:
@@ -109,5 +113,5 @@ def make_scorer(kind: str, path: str | None = None, template: str = "chat", **op
 
         if not path:
             raise ValueError("--scorer judge needs --judge-model MODEL (a model folder or an endpoint URL)")
-        return JudgeScorer(path, **options)
+        return JudgeScorer(path, **options)  # template/backend options go to the judge
     raise ValueError(f"unknown scorer {kind!r}; known: {', '.join(SCORERS)}")

@@ -61,7 +61,8 @@ class HFGenerator:
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
         out = self.model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens, num_return_sequences=params.n,
+            input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens, min_new_tokens=params.min_tokens or None,
+            num_return_sequences=params.n,
             pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, top_k=None,
             stop_strings=list(params.stop) or None, tokenizer=self.tokenizer if params.stop else None, **sampling,
         )

@@ -38,7 +38,8 @@ class HFServer:
         stop = body.get("stop") or ()
         return SamplingParams(n=int(body.get("n") or 1), temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
                               top_p=float(body.get("top_p") or 1.0), max_tokens=int(body.get("max_tokens") or 16),
-                              stop=(stop,) if isinstance(stop, str) else tuple(stop), seed=body.get("seed"), logprobs=logprobs)
+                              stop=(stop,) if isinstance(stop, str) else tuple(stop), seed=body.get("seed"), logprobs=logprobs,
+                              min_tokens=int(body.get("min_tokens") or 0))
 
     def _token(self, token_id: int, as_ids: bool) -> str:
         return f"token_id:{token_id}" if as_ids else self.chat.tokenizer.decode([token_id])

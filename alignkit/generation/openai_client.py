@@ -81,8 +81,11 @@ class OpenAIGenerator:
     def _one(self, name: str, prompt: Prompt, params: SamplingParams, seed: int | None) -> list[Completion]:
         common: dict[str, Any] = {"model": name, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
                                   "max_tokens": params.max_tokens, "stop": list(params.stop) or None, "seed": seed}
+        extra: dict[str, Any] = {"min_tokens": params.min_tokens} if params.min_tokens else {}
         if self._token_ids:
-            common["extra_body"] = {"return_tokens_as_token_ids": True}
+            extra["return_tokens_as_token_ids"] = True
+        if extra:
+            common["extra_body"] = extra
         if self.template == "chat":
             if params.logprobs:
                 common["logprobs"] = True

