@@ -115,6 +115,23 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("recipe", nargs="?", help="take model, prompts (data.train) and template from a recipe")
     _add_set(p)
     _add_sampling(p, n_default=4)
+    p = sub.add_parser("judge", help="judge answers (LLM, lexical, reward model) and report agreement with human labels")
+    p.add_argument("--data", required=True, help="judge items: question, answer, reference, model, human_label (JSONL/JSON/CSV/Parquet)")
+    p.add_argument("--judge", required=True, choices=["llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact",
+                                                      "reward", "reward-pairwise", "field"],
+                   help="llm = reference-based correct/incorrect; pairwise compares `answer` with `reference` in both orders")
+    p.add_argument("--model", help="judge model folder (hf/vllm), reward model folder, or the model name at --endpoint")
+    p.add_argument("--endpoint", help="OpenAI-compatible URL of the judge model (e.g. from `alignkit serve`)")
+    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="backend for a local --model")
+    p.add_argument("--template", help="built-in template name or a template file (see docs/judge.md)")
+    p.add_argument("--field", help="for --judge field: the column with the labels to evaluate")
+    p.add_argument("--human-labels", default="human_label", help="column with the human labels ('none' for no comparison)")
+    p.add_argument("--group-by", default="model", help="column naming the evaluated model (per-model scores, ranking)")
+    p.add_argument("--max-tokens", type=int, help="judge decoding length (default 32; 256 for <evaluation>-tag templates)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
+    p.add_argument("--no-cache", action="store_true", help="ask the judge model again instead of reusing cached answers")
+    p.add_argument("--out", default="runs/judge", help="output folder")
     p = sub.add_parser("bon", help="best-of-N (or --worst worst-of-N) selection per prompt")
     _add_sampling(p, n_default=8)
     p.add_argument("--scorer", default="reward-model", choices=["reward-model", "judge", "gold"])
@@ -129,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
-                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon}
+                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge}
         return handler[args.command](args)
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
@@ -314,4 +331,28 @@ def cmd_bon(args: argparse.Namespace) -> int:
     mean = sum(r["score"] for r in selected) / len(selected)
     print(f"{'worst' if args.worst else 'best'}-of-{args.n} for {len(selected)} prompts (mean selected score {mean:.4f}) "
           f"written to {args.out}")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from alignkit.judge.run import make_judge, run_judge
+
+    if not Path(args.data).exists():
+        raise CliError(f"data file {args.data} does not exist")
+    human = None if args.human_labels.lower() == "none" else args.human_labels
+    try:
+        judge = make_judge(args.judge, args.model, args.endpoint, args.template, args.backend, args.field, args.api_key,
+                           cache=not args.no_cache, max_tokens=args.max_tokens)
+        report = run_judge(args.data, judge, args.out, human, args.group_by or None, args.bootstrap)
+    except ValueError as err:
+        from alignkit.config import RecipeError
+        from alignkit.data.loaders import DataError
+
+        if isinstance(err, (RecipeError, DataError)):
+            raise
+        raise CliError(str(err)) from None
+    from alignkit.judge.report import to_markdown
+
+    print(to_markdown(report))
+    print("written: " + ", ".join(report["files"]))
     return 0

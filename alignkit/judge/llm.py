@@ -1,0 +1,209 @@
+"""LLM judges over any generation backend: reference-based correctness, pointwise rating, pairwise comparison.
+
+Each judge fills a prompt template (a file in `alignkit/judge/templates/`, or one you pass) and asks
+the judge model greedily, as a user chat message. Identical prompts are asked once: within a call they
+are de-duplicated, and across runs answers come from an on-disk cache (SQLite under
+`$ALIGNKIT_CACHE/judge.sqlite`) keyed by judge model identity + template + the filled prompt + the
+decoding length. Progress shows judgments/s.
+
+Pairwise judging presents every pair in both orders (candidate as A, then as B). Agreeing orders give a
+win (1) or a loss (0) for the candidate; disagreeing orders are a tie (0.5) with status `inconsistent`,
+which the report counts: a judge that always says "A" produces only ties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from alignkit.data.records import JudgeItem
+from alignkit.generation.base import Generator, SamplingParams
+from alignkit.judge.verdict import Verdict, parse_binary, parse_choice, parse_rating, parse_tagged_binary
+
+TEMPLATES = {
+    "reference": "reference_guidelines_examples",
+    "pointwise": "pointwise_rubric",
+    "pairwise": "pairwise",
+}
+REQUIRED_FIELDS = {"reference": ("question", "references", "response"), "pointwise": ("question", "response"),
+                   "pairwise": ("question", "response_a", "response_b")}
+
+
+def builtin_templates() -> list[str]:
+    """Names of the templates shipped in the package."""
+    return sorted(p.name[:-4] for p in resources.files("alignkit.judge.templates").iterdir() if p.name.endswith(".txt"))
+
+
+def load_template(name_or_path: str, kind: str) -> str:
+    """A template by built-in name (see `builtin_templates`) or file path; checks its placeholders."""
+    path = Path(name_or_path)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+    elif name_or_path in builtin_templates():
+        text = resources.files("alignkit.judge.templates").joinpath(f"{name_or_path}.txt").read_text(encoding="utf-8")
+    else:
+        raise ValueError(f"judge template {name_or_path!r} is neither a file nor a built-in ({', '.join(builtin_templates())})")
+    missing = [f for f in REQUIRED_FIELDS[kind] if "{" + f + "}" not in text]
+    if missing:
+        raise ValueError(f"a {kind} judge template needs the placeholders {', '.join('{' + f + '}' for f in missing)}")
+    return text
+
+
+class JudgeCache:
+    """Judge outputs on disk (SQLite): key -> raw output. Safe to share between threads."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        from alignkit.gym.tiny_model import cache_dir
+
+        self.path = Path(path) if path else cache_dir() / "judge.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS judgments (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        with self._lock, self._connect() as db:
+            out = {}
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i : i + 500])
+                rows = db.execute(f"SELECT key, output FROM judgments WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                out.update(dict(rows.fetchall()))
+            return out
+
+    def put_many(self, pairs: dict[str, str]) -> None:
+        with self._lock, self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO judgments VALUES (?, ?)", list(pairs.items()))
+
+
+class LLMJudge:
+    """Shared machinery: fill a template, ask the judge model once per distinct prompt, parse."""
+
+    kind = "reference"
+
+    def __init__(self, generator: Generator, template: str | None = None, model_id: str = "", max_tokens: int = 32,
+                 cache: JudgeCache | bool = True, batch_size: int = 64, progress: bool = True) -> None:
+        self.generator = generator
+        self.template_name = template or TEMPLATES[self.kind]
+        self.template = load_template(self.template_name, self.kind)
+        self.model_id = model_id
+        self.max_tokens = max_tokens
+        self.cache = JudgeCache() if cache is True else (cache or None)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.name = f"llm-{self.kind}"
+        self.calls = 0  # prompts actually sent to the model (not cached, de-duplicated)
+
+    def _key(self, prompt: str) -> str:
+        payload = "\x1f".join([self.model_id, self.template, str(self.max_tokens), prompt])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def ask(self, prompts: Sequence[str]) -> list[str]:
+        """The judge model's greedy answer to each prompt (cached, each distinct prompt asked once)."""
+        from tqdm.auto import tqdm
+
+        keys = [self._key(p) for p in prompts]
+        known = self.cache.get_many(list(dict.fromkeys(keys))) if self.cache else {}
+        todo = {k: p for k, p in zip(keys, prompts) if k not in known}
+        items = list(todo.items())
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens, seed=0)
+        start = time.perf_counter()
+        with tqdm(total=len(items), desc=f"judging ({self.name})", unit="judgment", disable=not self.progress or not items) as bar:
+            for i in range(0, len(items), self.batch_size):
+                chunk = items[i : i + self.batch_size]
+                results = self.generator.generate([p for _, p in chunk], params)
+                fresh = {k: r.completions[0].text for (k, _), r in zip(chunk, results)}
+                self.calls += len(chunk)
+                known.update(fresh)
+                if self.cache:
+                    self.cache.put_many(fresh)
+                bar.update(len(chunk))
+                bar.set_postfix(judgments_s=f"{(i + len(chunk)) / max(time.perf_counter() - start, 1e-9):.1f}")
+        return [known[k] for k in keys]
+
+    def fill(self, **fields: str) -> str:
+        return self.template.format(**fields)
+
+
+def _references_text(item: JudgeItem) -> str:
+    refs = item.reference
+    if refs is None or refs == [] or refs == "":
+        raise ValueError(f"a reference judge needs reference answers; item {item.question!r} has none")
+    return refs if isinstance(refs, str) else "\n".join(refs)
+
+
+class ReferenceJudge(LLMJudge):
+    """Correct/incorrect against reference answer(s) (Judging the Judges). The default template is the
+    paper's final one, guidelines with examples; a template asking for <evaluation> tags is parsed from
+    the tags and gets 256 new tokens for its reasoning."""
+
+    kind = "reference"
+
+    def __init__(self, generator: Generator, template: str | None = None, **options: Any) -> None:
+        super().__init__(generator, template, **options)
+        self.tagged = "<evaluation>" in self.template
+        if self.tagged and "max_tokens" not in options:
+            self.max_tokens = 256
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        prompts = [self.fill(question=it.question, references=_references_text(it), response=it.answer) for it in items]
+        parse = parse_tagged_binary if self.tagged else parse_binary
+        return [parse(out) for out in self.ask(prompts)]
+
+
+class PointwiseJudge(LLMJudge):
+    """A 1-10 rating of each answer (the template's rubric); value = the rating."""
+
+    kind = "pointwise"
+
+    def __init__(self, generator: Generator, template: str | None = None, scale: tuple[float, float] = (1, 10),
+                 **options: Any) -> None:
+        super().__init__(generator, template, **options)
+        self.scale = scale
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        prompts = [self.fill(question=it.question, response=it.answer,
+                             reference=_references_text(it) if "{reference}" in self.template else "") for it in items]
+        return [parse_rating(out, *self.scale) for out in self.ask(prompts)]
+
+
+class PairwiseJudge(LLMJudge):
+    """The item's `answer` (candidate) against its `reference` (the baseline's output), in both orders.
+
+    Value: 1 if the candidate wins in both orders, 0 if the baseline does, 0.5 (status `inconsistent`)
+    when the orders disagree; unparsed if either order's answer is not "A"/"B".
+    """
+
+    kind = "pairwise"
+
+    def __init__(self, generator: Generator, template: str | None = None, max_tokens: int = 8, **options: Any) -> None:
+        super().__init__(generator, template, max_tokens=max_tokens, **options)
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        prompts = []
+        for it in items:
+            if not isinstance(it.reference, str) or not it.reference:
+                raise ValueError(f"pairwise judging needs the baseline's output in `reference`; item {it.question!r} has none")
+            prompts.append(self.fill(question=it.question, response_a=it.answer, response_b=it.reference))
+            prompts.append(self.fill(question=it.question, response_a=it.reference, response_b=it.answer))
+        outs = self.ask(prompts)
+        return [pair_verdict(outs[2 * i], outs[2 * i + 1]) for i in range(len(items))]
+
+
+def pair_verdict(candidate_first: str, candidate_second: str) -> Verdict:
+    """Combine the two orders' outputs into P(candidate wins)."""
+    first, second = parse_choice(candidate_first), parse_choice(candidate_second)
+    raw = [candidate_first, candidate_second]
+    if first is None or second is None:
+        return Verdict(None, "unparsed", raw)
+    wins = [first == "A", second == "B"]
+    if wins[0] == wins[1]:
+        return Verdict(1.0 if wins[0] else 0.0, "ok", raw)
+    return Verdict(0.5, "inconsistent", raw, {"preferred_position": first})

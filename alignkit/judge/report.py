@@ -1,0 +1,330 @@
+"""The judge report: per-model scores, agreement with human labels (with bootstrap CIs), parse failures,
+position-bias inconsistency, ranking correlation; as a dict (JSON), Markdown, and a confusion-matrix PNG.
+
+Binary (reference) verdicts are compared with human labels over the items that have one. An unparsed
+verdict counts as its own label "unparsed" in the agreement statistics (a judge that fails to answer
+does not agree), and is left out of the confusion matrix, precision/recall and leniency, which need a
+correct/incorrect verdict. Judge accuracy per model is the share of parsed verdicts that say "correct".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from alignkit.judge import agreement as ag
+from alignkit.judge.verdict import CORRECT, INCORRECT, Verdict
+from alignkit.judge.winrate import alpaca_win_rate, length_controlled_win_rate, pairwise_win_rate
+
+_TRUE = {"correct", "true", "yes", "1", "+1", "1.0"}
+_FALSE = {"incorrect", "false", "no", "0", "-1", "0.0", "-1.0"}
+
+
+def binary_label(value: Any) -> str | None:
+    """A human label as "correct"/"incorrect" (None when missing); raises on anything else."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    key = str(value).strip().lower()
+    if key in _TRUE:
+        return CORRECT
+    if key in _FALSE:
+        return INCORRECT
+    raise ValueError(f"human label {value!r} is not a correct/incorrect label (correct/incorrect, true/false, 1/0/-1)")
+
+
+def pairwise_label(value: Any) -> float | None:
+    """A human pairwise label as P(candidate wins): A/candidate/1/2 → 1, B/baseline/0/1 → 0, tie/0.5/1.5 → 0.5.
+
+    Numbers in [1, 2] are read as AlpacaEval preferences, numbers in [0, 1] as win probabilities."""
+    if value is None:
+        return None
+    key = str(value).strip().lower()
+    words = {"a": 1.0, "candidate": 1.0, "win": 1.0, "b": 0.0, "baseline": 0.0, "loss": 0.0, "tie": 0.5, "draw": 0.5}
+    if key in words:
+        return words[key]
+    number = float(key)
+    if number in (1.5, 2.0) or 1 < number <= 2:
+        return number - 1
+    if 0 <= number <= 1:
+        return number
+    raise ValueError(f"pairwise human label {value!r} is not A/B/tie or a preference")
+
+
+def _with_ci(stat: Callable[..., float], *arrays: Any, n_resamples: int, seed: int) -> dict[str, Any]:
+    try:
+        value = stat(*arrays)
+    except ValueError as err:
+        return {"value": None, "ci": None, "note": str(err)}
+    try:
+        ci = list(ag.bootstrap_ci(stat, *arrays, n_resamples=n_resamples, seed=seed))
+    except ValueError as err:
+        return {"value": value, "ci": None, "note": str(err)}
+    return {"value": value, "ci": ci}
+
+
+def _groups(rows: Sequence[dict[str, Any]], field: str | None) -> list[str]:
+    return [str(r.get(field, "all")) if field else "all" for r in rows]
+
+
+def _mean_se(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=float)
+    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "standard_error": se, "n": int(len(v))}
+
+
+def _ranking(judge: dict[str, float], human: dict[str, float]) -> dict[str, Any]:
+    models = [m for m in judge if m in human and judge[m] is not None and human[m] is not None]
+    if len(models) < 3:
+        return {"note": f"ranking correlation needs at least 3 models, got {len(models)}"}
+    try:
+        return {"models": models, **ag.ranking_correlation([judge[m] for m in models], [human[m] for m in models])}
+    except ValueError as err:
+        return {"models": models, "note": str(err)}
+
+
+def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], human_field: str | None,
+                  group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Report for correct/incorrect verdicts."""
+    groups = _groups(rows, group_field)
+    judge = [v.value if v.parsed else "unparsed" for v in verdicts]
+    human = [binary_label(r.get(human_field)) for r in rows] if human_field else [None] * len(rows)
+    report: dict[str, Any] = {"kind": "binary", "n": len(verdicts), **_parse_counts(verdicts, rows)}
+    per_model: dict[str, dict[str, Any]] = {}
+    for g in sorted(set(groups)):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        parsed = [judge[i] for i in idx if judge[i] != "unparsed"]
+        labelled = [human[i] for i in idx if human[i] is not None]
+        entry: dict[str, Any] = {"n": len(idx), "judge_accuracy": (sum(j == CORRECT for j in parsed) / len(parsed)) if parsed else None}
+        if labelled:
+            entry["human_accuracy"] = sum(h == CORRECT for h in labelled) / len(labelled)
+            if entry["judge_accuracy"] is not None:
+                entry["score_delta"] = entry["judge_accuracy"] - entry["human_accuracy"]
+            pairs = [(human[i], judge[i]) for i in idx if human[i] is not None]
+            h, j = zip(*pairs)
+            entry["percent_agreement"] = ag.percent_agreement(h, j)
+            try:
+                entry["scott_pi"] = ag.scott_pi(h, j)
+            except ValueError:
+                entry["scott_pi"] = None
+        per_model[g] = entry
+    report["per_model"] = per_model
+    pairs = [(h, j) for h, j in zip(human, judge) if h is not None]
+    if not pairs:
+        return report
+    h, j = (np.array(x, dtype=object) for x in zip(*pairs))
+    stats = {"percent_agreement": ag.percent_agreement, "cohen_kappa": ag.cohen_kappa, "scott_pi": ag.scott_pi,
+             "krippendorff_alpha": lambda a, b: ag.krippendorff_alpha(np.stack([a, b], axis=1), "nominal")}
+    report["agreement"] = {name: _with_ci(fn, h, j, n_resamples=n_resamples, seed=seed) for name, fn in stats.items()}
+    report["agreement"]["n"] = len(h)
+    pis = [e["scott_pi"] for e in per_model.values() if e.get("scott_pi") is not None]
+    if len(pis) > 1:
+        report["agreement"]["scott_pi_across_models"] = {"mean": float(np.mean(pis)), "std": float(np.std(pis, ddof=1))}
+    ok = j != "unparsed"
+    hp, jp = h[ok], j[ok]
+    if not ok.any():
+        report["confusion_note"] = "no parsed verdict: no confusion matrix, precision, recall or leniency"
+        return report
+    matrix, labels = ag.confusion_matrix(hp, jp, labels=[CORRECT, INCORRECT])
+    report["confusion"] = {"rows": "human", "columns": "judge", "labels": labels, "matrix": matrix.tolist()}
+    tp, fn, fp = matrix[0, 0], matrix[0, 1], matrix[1, 0]
+    report["precision"] = float(tp / (tp + fp)) if tp + fp else None
+    report["recall"] = float(tp / (tp + fn)) if tp + fn else None
+    try:
+        report["leniency"] = ag.leniency(hp, jp)
+    except ValueError as err:
+        report["leniency"] = {"note": str(err)}
+    report["ranking"] = _ranking({m: e["judge_accuracy"] for m, e in per_model.items()},
+                                 {m: e.get("human_accuracy") for m, e in per_model.items()})
+    return report
+
+
+def score_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], human_field: str | None,
+                 group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Report for numeric verdicts (pointwise ratings, rewards)."""
+    groups = _groups(rows, group_field)
+    report: dict[str, Any] = {"kind": "score", "n": len(verdicts), **_parse_counts(verdicts, rows)}
+    per_model = {}
+    for g in sorted(set(groups)):
+        values = [v.value for v, x in zip(verdicts, groups) if x == g and v.parsed]
+        per_model[g] = _mean_se(values) if values else {"mean": None, "n": 0}
+    report["per_model"] = per_model
+    if not human_field:
+        return report
+    pairs = [(v.value, r.get(human_field)) for v, r in zip(verdicts, rows) if v.parsed and r.get(human_field) is not None]
+    if not pairs:
+        return report
+    scores = np.array([p[0] for p in pairs], dtype=float)
+    raw_h = [p[1] for p in pairs]
+    try:  # binary human labels: how well the score separates correct from incorrect answers
+        hb = np.array([binary_label(x) == CORRECT for x in raw_h])
+        from sklearn.metrics import roc_auc_score
+
+        report["human_binary"] = {"mean_score_correct": float(scores[hb].mean()) if hb.any() else None,
+                                  "mean_score_incorrect": float(scores[~hb].mean()) if (~hb).any() else None,
+                                  "auc": float(roc_auc_score(hb, scores)) if 0 < hb.sum() < len(hb) else None}
+        human_by_model = {}
+        for g in per_model:
+            labels = [binary_label(r.get(human_field)) for r, x in zip(rows, groups) if x == g and r.get(human_field) is not None]
+            human_by_model[g] = sum(lab == CORRECT for lab in labels) / len(labels) if labels else None
+    except ValueError:
+        hn = np.array(raw_h, dtype=float)
+        from scipy import stats
+
+        report["human_numeric"] = {
+            "spearman": float(stats.spearmanr(scores, hn).statistic) if np.ptp(scores) and np.ptp(hn) else None,
+            "krippendorff_alpha_interval": _with_ci(lambda a, b: ag.krippendorff_alpha(np.stack([a, b], 1).astype(float), "interval"),
+                                                    scores, hn, n_resamples=n_resamples, seed=seed)}
+        human_by_model = {}
+        for g in per_model:
+            vals = [float(r[human_field]) for r, x in zip(rows, groups) if x == g and r.get(human_field) is not None]
+            human_by_model[g] = float(np.mean(vals)) if vals else None
+    report["ranking"] = _ranking({m: e["mean"] for m, e in per_model.items()}, human_by_model)
+    return report
+
+
+def pairwise_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], human_field: str | None,
+                    group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Report for pairwise verdicts (candidate `answer` vs baseline `reference`)."""
+    groups = _groups(rows, group_field)
+    report: dict[str, Any] = {"kind": "pairwise", "n": len(verdicts), **_parse_counts(verdicts, rows)}
+    parsed = [v for v in verdicts if v.parsed]
+    inconsistent = sum(v.status == "inconsistent" for v in verdicts)
+    report["inconsistent"] = inconsistent
+    report["inconsistency_rate"] = inconsistent / len(parsed) if parsed else None
+    positions = [v.detail.get("preferred_position") for v in verdicts if v.status == "inconsistent"]
+    if positions:
+        report["inconsistent_preferred_position"] = {p: positions.count(p) for p in sorted(set(positions))}
+    per_model = {}
+    for g in sorted(set(groups)):
+        idx = [i for i, x in enumerate(groups) if x == g and verdicts[i].parsed]
+        if not idx:
+            per_model[g] = {"n_total": 0}
+            continue
+        values = [verdicts[i].value for i in idx]
+        entry = {**pairwise_win_rate(values), "alpaca": alpaca_win_rate([1 + v for v in values])}
+        if len(idx) >= 10:
+            import warnings
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                entry["length_controlled"] = length_controlled_win_rate(
+                    [1 + v for v in values], [len(rows[i]["answer"]) for i in idx], [len(rows[i]["reference"]) for i in idx])
+            if caught:
+                entry["length_controlled"]["warning"] = str(caught[-1].message)
+        per_model[g] = entry
+    report["per_model"] = per_model
+    if human_field:
+        pairs = [(pairwise_label(r.get(human_field)), v.value if v.parsed else "unparsed")
+                 for v, r in zip(verdicts, rows) if r.get(human_field) is not None]
+        if pairs:
+            h, j = (np.array([str(x) for x in col], dtype=object) for col in zip(*pairs))
+            report["agreement"] = {"percent_agreement": _with_ci(ag.percent_agreement, h, j, n_resamples=n_resamples, seed=seed),
+                                   "cohen_kappa": _with_ci(ag.cohen_kappa, h, j, n_resamples=n_resamples, seed=seed),
+                                   "n": len(h)}
+            matrix, labels = ag.confusion_matrix(h, j)
+            report["confusion"] = {"rows": "human", "columns": "judge", "labels": labels, "matrix": matrix.tolist()}
+    return report
+
+
+def _parse_counts(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    unparsed = [{"index": i, "question": rows[i].get("question"), "model": rows[i].get("model"), "raw": v.raw}
+                for i, v in enumerate(verdicts) if not v.parsed]
+    return {"unparsed": len(unparsed), "unparsed_items": unparsed,
+            "low_confidence": sum(v.status == "low_confidence" for v in verdicts)}
+
+
+REPORTS = {"binary": binary_report, "score": score_report, "pairwise": pairwise_report}
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def to_markdown(report: dict[str, Any], title: str = "Judge report") -> str:
+    """The report as Markdown tables."""
+    lines = [f"# {title}", "", f"Judge: `{report.get('judge', '?')}` · items: {report['n']} · unparsed: {report['unparsed']}"
+             f" · low-confidence: {report['low_confidence']}"]
+    if report["kind"] == "pairwise":
+        lines[-1] += f" · inconsistent orders (ties): {report['inconsistent']} ({_fmt(report['inconsistency_rate'])})"
+    lines += ["", "## Per model", ""]
+    if report["kind"] == "binary":
+        lines += ["| model | n | judge accuracy | human accuracy | Δ | agreement | Scott π |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for m, e in report["per_model"].items():
+            lines.append(f"| {m} | {e['n']} | {_fmt(e['judge_accuracy'])} | {_fmt(e.get('human_accuracy'))} | "
+                         f"{_fmt(e.get('score_delta'))} | {_fmt(e.get('percent_agreement'))} | {_fmt(e.get('scott_pi'))} |")
+    elif report["kind"] == "score":
+        lines += ["| model | n | mean score | SE |", "|---|---:|---:|---:|"]
+        for m, e in report["per_model"].items():
+            lines.append(f"| {m} | {e['n']} | {_fmt(e.get('mean'))} | {_fmt(e.get('standard_error'))} |")
+    else:
+        lines += ["| model | n | win rate | SE | wins | losses | ties | LC win rate (%) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for m, e in report["per_model"].items():
+            lc = e.get("length_controlled", {}).get("length_controlled_win_rate")
+            lines.append(f"| {m} | {e.get('n_total', 0)} | {_fmt(e.get('win_rate'))} | {_fmt(e.get('standard_error'))} | "
+                         f"{e.get('n_wins', '–')} | {e.get('n_losses', '–')} | {e.get('n_ties', '–')} | {_fmt(lc, 1)} |")
+    if "agreement" in report:
+        lines += ["", f"## Agreement with human labels (n = {report['agreement']['n']}, 95% bootstrap CI)", "",
+                  "| statistic | value | CI |", "|---|---:|---|"]
+        for name, e in report["agreement"].items():
+            if isinstance(e, dict) and "value" in e:
+                ci = f"[{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}]" if e.get("ci") else e.get("note", "–")
+                lines.append(f"| {name} | {_fmt(e['value'])} | {ci} |")
+        across = report["agreement"].get("scott_pi_across_models")
+        if across:
+            lines.append(f"| Scott π across models (mean ± std) | {_fmt(across['mean'])} ± {_fmt(across['std'])} | |")
+    for key, label in (("precision", "precision (correct)"), ("recall", "recall (correct)")):
+        if key in report:
+            lines.append(f"| {label} | {_fmt(report[key])} | |")
+    if isinstance(report.get("leniency"), dict) and "p_correct_application" in report["leniency"]:
+        le = report["leniency"]
+        lines.append(f"| leniency P_c / P₊ | {_fmt(le['p_correct_application'])} / {_fmt(le['p_lenient_guess'])} | |")
+    if "human_binary" in report:
+        hb = report["human_binary"]
+        lines += ["", f"Score vs human correct/incorrect: mean {_fmt(hb['mean_score_correct'])} vs {_fmt(hb['mean_score_incorrect'])}, "
+                  f"AUC {_fmt(hb['auc'])}"]
+    if "ranking" in report:
+        r = report["ranking"]
+        lines += ["", "## Ranking of models, judge vs human", "",
+                  f"Spearman ρ {_fmt(r.get('spearman'))}, Kendall τ {_fmt(r.get('kendall'))}" if "spearman" in r else r.get("note", "")]
+    if report["unparsed_items"]:
+        lines += ["", "## Unparsed judge outputs", ""]
+        for u in report["unparsed_items"][:20]:
+            lines.append(f"- item {u['index']} ({u['model']}): {' | '.join(repr(x[:80]) for x in u['raw'])}")
+        if len(report["unparsed_items"]) > 20:
+            lines.append(f"- … {len(report['unparsed_items']) - 20} more in report.json")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(report: dict[str, Any], path: str | Path) -> Path | None:
+    """The confusion matrix (human rows, judge columns) as a PNG; None when the report has none."""
+    if "confusion" not in report:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(report["confusion"]["matrix"])
+    labels = report["confusion"]["labels"]
+    fig, ax = plt.subplots(figsize=(1.4 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("judge")
+    ax.set_ylabel("human")
+    for (i, k), count in np.ndenumerate(matrix):
+        ax.text(k, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    ax.set_title(f"{report.get('judge', 'judge')} vs human")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+

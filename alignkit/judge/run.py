@@ -1,0 +1,141 @@
+"""Run a judge over a data file and write verdicts and the report (`alignkit judge` and its Python API).
+
+    from alignkit.judge import make_judge, run_judge
+    judge = make_judge("llm", model="data/gym/base-s", backend="hf")
+    report = run_judge("data/gym/heldout_judge.jsonl", judge, out_dir="runs/judge")
+
+Output folder: `verdicts.jsonl` (each input row plus `verdict`, `verdict_status`, `judge_raw`),
+`report.json`, `report.md`, and `confusion.png` when there are human labels to compare with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from alignkit.data.records import JudgeItem
+from alignkit.judge.verdict import Verdict
+
+JUDGES = ("llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact", "reward", "reward-pairwise", "field")
+
+
+class FieldJudge:
+    """Verdicts already in the data (another judge's or an annotator's labels, in `field`), so any
+    label column can be compared with the human labels (e.g. the gym's simulated annotators)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.name = f"field:{field}"
+        self.rows: Sequence[dict[str, Any]] = ()
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        from alignkit.judge.report import binary_label
+
+        if len(self.rows) != len(items):
+            raise ValueError("FieldJudge reads labels from the raw rows: run it through run_judge")
+        out = []
+        for row in self.rows:
+            if self.field not in row:
+                raise ValueError(f"field {self.field!r} missing from a row with keys {sorted(row)}")
+            value = row[self.field]
+            try:
+                out.append(Verdict(binary_label(value), "ok", [str(value)]))
+            except ValueError:
+                out.append(Verdict(value, "unparsed", [str(value)]))
+        return out
+
+
+def report_kind(judge: Any) -> str:
+    """Which report a judge's verdicts need: binary, score or pairwise."""
+    from alignkit.judge.lexical import LexicalJudge
+    from alignkit.judge.llm import PairwiseJudge, PointwiseJudge, ReferenceJudge
+
+    if isinstance(judge, (ReferenceJudge, LexicalJudge, FieldJudge)):
+        return "binary"
+    if isinstance(judge, PairwiseJudge) or getattr(judge, "mode", None) == "pairwise":
+        return "pairwise"
+    if isinstance(judge, PointwiseJudge) or getattr(judge, "mode", None) == "pointwise":
+        return "score"
+    return getattr(judge, "report_kind", "binary")
+
+
+def make_judge(kind: str, model: str | None = None, endpoint: str | None = None, template: str | None = None,
+               backend: str = "auto", field: str | None = None, api_key: str | None = None, cache: bool = True,
+               max_tokens: int | None = None) -> Any:
+    """A judge by name. LLM judges (`llm` = reference-based, `pointwise`, `pairwise`) need `model` (a
+    folder, for the hf/vllm backends) or `endpoint` (an OpenAI-compatible URL); `reward*` need `model`."""
+    if kind not in JUDGES:
+        raise ValueError(f"unknown judge {kind!r}; known: {', '.join(JUDGES)}")
+    if kind in ("exact", "contains", "normalized-exact"):
+        from alignkit.judge.lexical import LexicalJudge
+
+        return LexicalJudge(kind)
+    if kind == "field":
+        if not field:
+            raise ValueError("--judge field needs --field NAME (the column holding the labels to evaluate)")
+        return FieldJudge(field)
+    if kind.startswith("reward"):
+        from alignkit.judge.reward_model import RewardModelJudge
+
+        if not model:
+            raise ValueError(f"--judge {kind} needs --model (a sequence-classification reward model)")
+        return RewardModelJudge(model, "pairwise" if kind == "reward-pairwise" else "pointwise")
+    if not (model or endpoint):
+        raise ValueError(f"--judge {kind} needs --model PATH or --endpoint URL")
+    from alignkit.generation.backends import load_generator
+    from alignkit.generation.rollouts import model_identity
+    from alignkit.judge.llm import PairwiseJudge, PointwiseJudge, ReferenceJudge
+
+    if endpoint:
+        generator = load_generator(endpoint, "openai", api_key=api_key, **({"model_name": model} if model else {}))
+        model_id = f"{endpoint}|{generator.model_name}"
+    else:
+        generator = load_generator(model, backend)
+        model_id = model_identity(model)
+    cls = {"llm": ReferenceJudge, "pointwise": PointwiseJudge, "pairwise": PairwiseJudge}[kind]
+    options: dict[str, Any] = {"model_id": model_id, "cache": cache}
+    if max_tokens:
+        options["max_tokens"] = max_tokens
+    return cls(generator, template, **options)
+
+
+def load_judge_rows(path: str | Path) -> tuple[list[JudgeItem], list[dict[str, Any]]]:
+    """Validated judge items and their raw rows (which keep extra fields such as annotator labels)."""
+    from alignkit.data.loaders import iter_rows, load_records
+
+    items = load_records(path, "judge").records
+    rows = [row for _, row in iter_rows(path)]
+    if len(items) != len(rows):  # the judge format never filters, so this means a broken file
+        raise ValueError(f"{path}: {len(rows)} rows but {len(items)} judge items")
+    return items, rows
+
+
+def run_judge(data: str | Path, judge: Any, out_dir: str | Path | None = None, human_field: str | None = "human_label",
+              group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Judge every item of `data`; return the report and, with `out_dir`, write the report files."""
+    from alignkit.judge.report import REPORTS, plot_confusion, to_markdown
+
+    items, rows = load_judge_rows(data)
+    if human_field and not any(r.get(human_field) is not None for r in rows):
+        raise ValueError(f"{data}: no row has the human label field {human_field!r} (use --human-labels FIELD, or none)")
+    if isinstance(judge, FieldJudge):
+        judge.rows = rows
+    verdicts = judge.judge(items)
+    kind = report_kind(judge)
+    report = REPORTS[kind](verdicts, rows, human_field, group_field, n_resamples, seed)
+    report = {"judge": judge.name, "data": str(data), "human_field": human_field, **report}
+    if getattr(judge, "calls", None) is not None:
+        report["judge_model_calls"] = judge.calls
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
+            for row, v in zip(rows, verdicts):
+                fh.write(json.dumps({**row, "verdict": v.value, "verdict_status": v.status, "judge_raw": v.raw,
+                                     **({"verdict_detail": v.detail} if v.detail else {})}, ensure_ascii=False) + "\n")
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        (out / "report.md").write_text(to_markdown(report))
+        png = plot_confusion(report, out / "confusion.png")
+        report["files"] = [str(out / n) for n in ("verdicts.jsonl", "report.json", "report.md")] + ([str(png)] if png else [])
+    return report
