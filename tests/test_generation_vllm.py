@@ -89,14 +89,21 @@ def test_weight_sync_from_a_lora_model_merges_the_adapter(engine):
     assert any("lora_A" in n for n, _ in lora.named_parameters())
 
 
-def test_failed_sync_raises(engine, tmp_path):
+def test_failed_sync_raises_and_a_new_engine_still_starts(engine, tmp_path):
+    from alignkit.generation.vllm_engine import VLLMGenerator
+
     with pytest.raises(GenerationError, match="no \\*.safetensors"):
         engine.load_weights(tmp_path)
     from safetensors.torch import save_file
 
     save_file({"model.embed_tokens.weight": torch.zeros(3, 3)}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(GenerationError, match="failed"):
+    with pytest.raises(GenerationError, match="failed; the engine's weights are in an unknown state"):
         engine.load_weights(tmp_path)
+    with pytest.raises(GenerationError, match="unusable after a failed weight sync"):
+        engine.generate(PROMPTS[:1], SamplingParams(max_tokens=4))
+    # vLLM shares rotary-embedding modules across engines; the failed reload must not break the next engine.
+    fresh = VLLMGenerator(MODEL, enforce_eager=True)
+    assert fresh.generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=4))[0].completions[0].text
 
 
 def test_hung_sync_times_out(engine, tmp_path, monkeypatch):

@@ -80,6 +80,8 @@ class VLLMGenerator:
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs.update(engine_kwargs)
+        _clear_shared_rotary_cache()
+        self.broken: str | None = None
         try:
             self.llm = LLM(self.model_path, tokenizer=self.model_path, **kwargs)
         except Exception as exc:  # vLLM's own errors are long; keep them, but say what was being started
@@ -99,6 +101,8 @@ class VLLMGenerator:
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, lora: Any = None) -> list[GenerationResult]:
         """n completions per prompt. With a seed, prompt i samples under seed + i (reproducible, not correlated)."""
+        if self.broken:
+            raise GenerationError(f"this vLLM engine is unusable after a failed weight sync ({self.broken}); create a new one")
         inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         sampling = [self._params(params, None if params.seed is None else params.seed + i) for i in range(len(prompts))]
         outputs = self.llm.generate(inputs, sampling, use_tqdm=self.show_progress, lora_request=lora)
@@ -134,10 +138,14 @@ class VLLMGenerator:
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
+            self.broken = f"sync from {folder} timed out"
             raise GenerationError(f"weight sync from {folder} did not finish within {timeout:.0f} s; the engine's weights "
                                   "are in an unknown state, restart it")
         if outcome["error"] is not None:
-            raise GenerationError(f"weight sync from {folder} failed: {outcome['error']}") from outcome["error"]
+            # vLLM's in-place reload moves layers to the meta device first, so a failure leaves them there.
+            self.broken = f"sync from {folder} failed"
+            raise GenerationError(f"weight sync from {folder} failed; the engine's weights are in an unknown state, "
+                                  f"restart it: {outcome['error']}") from outcome["error"]
 
     def sync_weights(self, model: Any, timeout: float = 300.0) -> None:
         """Push a model's current weights (a transformers model, a PEFT model with its LoRA merged, or a
@@ -145,6 +153,20 @@ class VLLMGenerator:
         with tempfile.TemporaryDirectory(prefix="alignkit-sync-") as tmp:
             save_checkpoint_weights(model, tmp)
             self.load_weights(tmp, timeout)
+
+
+def _clear_shared_rotary_cache() -> None:
+    """Work around vLLM 0.32: rotary-embedding modules are cached process-wide and shared by every engine,
+    and a failed in-place weight reload leaves the cached module's buffers on the meta device, so every
+    later engine in the process fails to start ("Cannot copy out of meta tensor"). Clearing the cache
+    before an engine starts makes each engine build its own. Private vLLM state: skipped if it moves."""
+    try:
+        from vllm.model_executor.layers import rotary_embedding
+    except ImportError:  # pragma: no cover - vLLM reorganised
+        return
+    cache = getattr(rotary_embedding, "_ROPE_DICT", None)
+    if isinstance(cache, dict):
+        cache.clear()
 
 
 def checkpoint_state_dict(model: Any) -> dict[str, Any]:
