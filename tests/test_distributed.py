@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-3 on this CPU: DPO and CUT train with 1 and 2 processes, and their loss curves match."""
+"""DeepSpeed ZeRO-3 on this CPU: DPO, CUT and D²O train with 1 and 2 processes, and their loss curves match."""
 
 import json
 import math
@@ -14,10 +14,16 @@ def run_log(out: Path) -> list[tuple[int, float]]:
     return [(e["step"], e["loss"]) for e in state["log_history"] if "loss" in e]
 
 
-@pytest.mark.parametrize("recipe", ["recipes/dpo_tiny.yaml", "recipes/cut_tiny.yaml"])
+EXTRA = {  # D²O: few, short samples (drawn once by the main process, read from the cache by the other)
+    "recipes/d2o_tiny.yaml": ["--set", "method_args.num_samples=2", "--set", "method_args.sample_max_tokens=12",
+                              "--set", "training.save_strategy=steps"],
+}
+
+
+@pytest.mark.parametrize("recipe", ["recipes/dpo_tiny.yaml", "recipes/cut_tiny.yaml", "recipes/d2o_tiny.yaml"])
 def test_zero3_one_and_two_processes_give_the_same_loss_curve(tmp_path, recipe):
     common = ["--set", "model.path=tiny:xs", "--set", "data.eval=[]", "--set", "training.max_steps=6", "--set", "training.logging_steps=2",
-              "--set", "training.save_steps=6", "--set", "training.learning_rate=1e-3"]
+              "--set", "training.save_steps=6", "--set", "training.learning_rate=1e-3", *EXTRA.get(recipe, [])]
     # 1 process: the documented `accelerate launch ... -m alignkit train` form, global batch 16.
     one = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/zero3.yaml", "--num_processes", "1",

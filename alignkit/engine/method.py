@@ -7,6 +7,8 @@ function, and `Method(args, tokenizer, data)` with:
   reference supplies (empty when none);
 - `select_records(records) -> records`: a one-off selection before training (e.g. CUT's Align-P
   downsampling); the default keeps every record;
+- `augment_records(records, recipe, split) -> records`: add what the records lack and a model must
+  produce before training (e.g. D²O's self-generated samples); the default returns them unchanged;
 - `build_example(record) -> dict` of token-id lists (fields ending in `_ids`) and a `length`;
 - `collate(examples) -> batch`; `sequence_outputs(model, batch) -> dict` of per-sequence tensors;
 - `loss(outputs, reference) -> (loss, per-example metrics)`.
@@ -35,6 +37,10 @@ class CompletionMethod:
 
     def select_records(self, records: list[Any]) -> list[Any]:
         """Records to train on (all of them unless a method overrides this)."""
+        return records
+
+    def augment_records(self, records: list[Any], recipe: Any, split: str) -> list[Any]:
+        """Records with anything generated before training added (none unless a method overrides this)."""
         return records
 
     def batch(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:

@@ -28,7 +28,13 @@ def examples_digest(examples: Sequence[dict[str, Any]]) -> str:
     for ex in examples:
         for key in sorted(k for k in ex if k.endswith(TOKEN_FIELDS_SUFFIX)):
             h.update(key.encode())
-            h.update(torch.tensor(ex[key], dtype=torch.int64).numpy().tobytes())
+            value = ex[key]
+            if value and isinstance(value[0], (list, tuple)):  # several sequences (e.g. D²O's K samples)
+                for row in value:
+                    h.update(torch.tensor(row, dtype=torch.int64).numpy().tobytes())
+                    h.update(b",")
+            else:
+                h.update(torch.tensor(value, dtype=torch.int64).numpy().tobytes())
             h.update(b"|")
     return h.hexdigest()
 

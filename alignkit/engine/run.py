@@ -81,10 +81,12 @@ def build(recipe: Recipe) -> Prepared:
     if len(selected) != len(records):
         notes.append(f"train data: {recipe.method} kept {len(selected)} of {len(records)} records (method's selection, e.g. CUT's Align-P downsampling)")
         records = selected
+    records = method.augment_records(records, recipe, "train")
     train_examples = [method.build_example(r) for r in records]
     if recipe.data.eval:
         eval_records, eval_note = _records_for(method, recipe.data.eval, recipe)
         notes.append(f"eval data: {eval_note}")
+        eval_records = method.augment_records(eval_records, recipe, "eval")
         eval_examples, eval_name = [method.build_example(r) for r in eval_records], "eval set"
     else:
         eval_examples, eval_name = train_examples[:PROBE_EXAMPLES], f"first {min(PROBE_EXAMPLES, len(train_examples))} train examples"

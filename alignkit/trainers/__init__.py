@@ -8,6 +8,7 @@ recipe stays fast.
 
 METHODS: dict[str, str] = {
     "cut": "alignkit.trainers.cut",
+    "d2o": "alignkit.trainers.d2o",
     "dpo": "alignkit.trainers.dpo",
     "sft": "alignkit.trainers.sft",
 }

@@ -1,0 +1,162 @@
+"""D²O: Distributional Dispreference Optimization (Duan et al., arXiv 2403.03419): alignment from
+human negatives only, anchored by K responses the reference model generates itself.
+
+    L = −log σ( (β/K)·Σ_i log π_θ(y_i|x)/π_ref(y_i|x)  −  α·log π_θ(y_l|x)/π_ref(y_l|x) )
+
+with y_l the human negative and y_1..y_K ~ π_ref(·|x). As in every experiment of the paper, one frozen
+reference (the initial SFT model) is both the sampler and the denominator of both ratios
+(π_r⁺ = π_r⁻ = π_ref); `reference_model` names another one. Log-probs are **sums** over response tokens
+(EOS included), the DPO convention; `logp_agg="mean"` divides each by its token count. No official
+code exists, so these conventions follow the paper's equations and the DPO practice its authors'
+framework (LLaMA-Factory) uses; the sampling settings (temperature, top_p, length) are not reported
+and are recipe options.
+
+Samples are drawn before training (`augment_records`: the offline variant of the paper) through the
+generation interface (vLLM when `auto` picks it), once per distinct prompt, and cached on disk by
+model weights, prompts and sampling settings, so `alignkit prepare` draws them and `alignkit train`
+reuses them. The samples' and the negative's reference log-probs are then precomputed and cached
+like DPO's. The token ids the sampler produced are scored as they are (no re-tokenisation).
+
+A prompt's negative and its K samples run as one batch of K+1 sequences (or one packed row with
+`data.packing`); the prompt is recomputed per sequence, no prefix sharing. The online variant
+(re-sampling from the current policy every N steps through a weight-synced engine) is not built yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from alignkit.data.records import NegativeOnly, Prompt
+from alignkit.engine.method import CompletionMethod
+
+
+class Args(BaseModel):
+    """`method_args` for D²O."""
+
+    model_config = ConfigDict(extra="forbid")
+    alpha: float = Field(0.1, ge=0, description="weight of the negative's log-ratio (paper: 0.1)")
+    beta: float = Field(0.1, ge=0, description="weight of the self-samples' mean log-ratio (paper: 0.1)")
+    num_samples: int = Field(11, ge=1, description="K self-generated samples per prompt (paper: 11)")
+    sample_temperature: float = Field(1.0, ge=0, description="not reported in the paper")
+    sample_top_p: float = Field(1.0, gt=0, le=1, description="not reported in the paper")
+    sample_max_tokens: int = Field(256, ge=1, description="not reported in the paper")
+    sample_seed: int = 0
+    sample_backend: Literal["auto", "hf", "vllm"] = "auto"
+    logp_agg: Literal["sum", "mean"] = Field("sum", description="sequence log-prob: sum (DPO convention) or per-token mean")
+    reference: Literal["precompute", "model", "adapter"] = "precompute"
+    reference_model: str | None = Field(None, description="the frozen reference and sampler (default: the policy's initial weights)")
+    logprob_chunk_size: int | None = Field(256, gt=0)
+
+
+def d2o_loss(
+    policy_sample_logps: torch.Tensor,
+    ref_sample_logps: torch.Tensor,
+    policy_negative_logps: torch.Tensor,
+    ref_negative_logps: torch.Tensor,
+    alpha: float = 0.1,
+    beta: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-example D²O losses [B] from sample log-probs [B, K] and negative log-probs [B].
+
+    Metrics (per example, detached): `rewards/samples` = (β/K)·Σ_i log-ratio(y_i), `rewards/negative`
+    = α·log-ratio(y_l), `rewards/margins` = their difference (the σ argument), `rewards/accuracies` =
+    1 where the margin is positive.
+    """
+    if policy_sample_logps.dim() != 2 or policy_sample_logps.shape != ref_sample_logps.shape:
+        raise ValueError(f"sample log-probs must both be [B, K], got {tuple(policy_sample_logps.shape)} and {tuple(ref_sample_logps.shape)}")
+    k = policy_sample_logps.shape[1]
+    sample_term = (beta / k) * (policy_sample_logps - ref_sample_logps).sum(dim=1)
+    negative_term = alpha * (policy_negative_logps - ref_negative_logps)
+    margin = sample_term - negative_term
+    losses = -F.logsigmoid(margin)
+    metrics = {"rewards/samples": sample_term.detach(), "rewards/negative": negative_term.detach(),
+               "rewards/margins": margin.detach(), "rewards/accuracies": (margin > 0).float().detach()}
+    return losses, metrics
+
+
+@dataclass(frozen=True)
+class SampledNegative:
+    """A negatives-only record with the reference model's K samples (token ids, as generated)."""
+
+    prompt: Prompt
+    rejected: str
+    sample_ids: tuple[tuple[int, ...], ...]
+
+
+class Method(CompletionMethod):
+    """D²O as an engine method."""
+
+    record_type = NegativeOnly
+    reference_keys = ("sample_logps", "rejected_logps")
+
+    def augment_records(self, records: list[Any], recipe: Any, split: str) -> list[SampledNegative]:
+        """Draw K samples per distinct prompt from the reference model (cached; the local main process
+        samples while the others wait, then all read the cache)."""
+        from alignkit.engine.run import distributed_state
+        from alignkit.generation.base import SamplingParams
+        from alignkit.generation.rollouts import rollouts
+
+        a = self.args
+        prompts: dict[str, Prompt] = {}
+        for r in records:
+            prompts.setdefault(_prompt_key(r.prompt), r.prompt)
+        rows = [{"prompt": p} for p in prompts.values()]
+        params = SamplingParams(n=a.num_samples, temperature=a.sample_temperature, top_p=a.sample_top_p,
+                                max_tokens=a.sample_max_tokens, seed=a.sample_seed)
+        sampler = a.reference_model or recipe.model.path
+        state = distributed_state()
+        if state.is_local_main_process:
+            rollouts(sampler, rows, params, a.sample_backend, recipe.data.template)
+        state.wait_for_everyone()
+        sampled = rollouts(sampler, rows, params, a.sample_backend, recipe.data.template)
+        by_prompt = {_prompt_key(row["prompt"]): tuple(tuple(c["token_ids"]) for c in row["completions"]) for row in sampled}
+        return [SampledNegative(r.prompt, r.rejected, by_prompt[_prompt_key(r.prompt)]) for r in records]
+
+    def build_example(self, record: SampledNegative) -> dict[str, Any]:
+        """Token ids of the prompt, the negative and the K samples (truncated to max_length)."""
+        prompt, rejected = self.tokens.encode(record.prompt, [record.rejected])
+        budget = self.tokens.max_length - len(prompt)
+        samples = [list(s[:budget]) for s in record.sample_ids]
+        return {"prompt_ids": prompt, "rejected_ids": rejected, "sample_ids": samples,
+                "length": (len(prompt) + max(len(rejected), *(len(s) for s in samples))) * (len(samples) + 1)}
+
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One batch of B·(K+1) sequences: B negatives, then each example's K samples."""
+        rows = [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
+        rows += [(e["prompt_ids"], s) for e in examples for s in e["sample_ids"]]
+        batch = self.batch(rows)
+        for key in self.reference_keys:
+            if f"ref_{key}" in examples[0]:
+                batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
+        return batch
+
+    def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sequence log-probs of the negatives [B] and the samples [B, K] (sum, or mean per token)."""
+        seq, tokens = self.completion_logps(model, batch)
+        if self.args.logp_agg == "mean":
+            seq = seq / tokens.clamp(min=1)
+        k = self.args.num_samples
+        b = seq.shape[0] // (k + 1)
+        if b * (k + 1) != seq.shape[0]:
+            raise ValueError(f"a D²O batch holds B·(K+1) sequences; got {seq.shape[0]} for K={k}")
+        return {"rejected_logps": seq[:b], "sample_logps": seq[b:].view(b, k), "sample_tokens": tokens[b:].view(b, k)}
+
+    def loss(self, out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean D²O loss and per-example metrics."""
+        losses, metrics = d2o_loss(out["sample_logps"], ref["sample_logps"], out["rejected_logps"], ref["rejected_logps"],
+                                   alpha=self.args.alpha, beta=self.args.beta)
+        metrics["logps/rejected"] = out["rejected_logps"].detach()
+        metrics["logps/samples"] = out["sample_logps"].detach().mean(dim=1)
+        metrics["loss"] = losses.detach()
+        return losses.mean(), metrics
+
+
+def _prompt_key(prompt: Prompt) -> str:
+    import json
+
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
