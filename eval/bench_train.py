@@ -6,10 +6,12 @@ its own subprocess (so peak memory is per configuration), and the table compares
     python eval/bench_train.py                       # tiny:m on the gym pairs, 12 timed steps each
     python eval/bench_train.py --model tiny:100m --steps 6 --max-length 256
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit cut, no ckpt"   # CUT step vs DPO step
+    python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit d2o K=4, no ckpt"   # D²O step vs DPO step
 
 Tokens/s counts the non-pad tokens of every sequence processed in the timed steps (after warm-up):
 chosen and rejected for DPO; Align-N and Misalign (or Align-P) rows for CUT, on the gym's judgment
-triples, which carry the same responses as its preference pairs. Peak memory counts from just before the models load (reference log-probs that
+triples, which carry the same responses as its preference pairs; the negative and the K samples for
+D²O, on the gym's negatives (its samples are drawn and cached before timing). Peak memory counts from just before the models load (reference log-probs that
 alignkit caches with `alignkit prepare` are computed before that): torch.cuda.max_memory_allocated
 on GPU, the peak resident set (VmHWM, reset through /proc/self/clear_refs) on CPU.
 """
@@ -37,8 +39,11 @@ CONFIGS = {
     "alignkit (b) LoRA adapter off, ckpt": ("alignkit", "adapter", True, True, "dpo"),
     "alignkit dpo (c), no ckpt": ("alignkit", "precompute", False, False, "dpo"),
     "alignkit cut, no ckpt": ("alignkit", None, False, False, "cut"),
+    "alignkit d2o K=4, no ckpt": ("alignkit", "precompute", False, False, "d2o"),
 }
 JUDGMENTS = "data/gym/train_judgment.jsonl"
+NEGATIVES = "data/gym/train_negative.jsonl"
+D2O_ARGS = {"num_samples": 4, "sample_max_tokens": 48, "reference": "precompute"}
 BASELINE = {
     "trl precompute (ckpt)": "trl default (ref copy, ckpt)",
     "alignkit (c) precompute, ckpt": "trl default (ref copy, ckpt)",
@@ -46,6 +51,7 @@ BASELINE = {
     "alignkit (a) ref model, ckpt": "trl default (ref copy, ckpt)",
     "alignkit (b) LoRA adapter off, ckpt": "trl LoRA (adapter off, ckpt)",
     "alignkit cut, no ckpt": "alignkit dpo (c), no ckpt",
+    "alignkit d2o K=4, no ckpt": "alignkit dpo (c), no ckpt",
 }
 
 
@@ -117,12 +123,14 @@ def worker(args: argparse.Namespace) -> dict:
     data = {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.max_length // 2}
     if method == "cut":
         data.update(train=JUDGMENTS, format="cut")
+    if method == "d2o":
+        data.update(train=NEGATIVES, format="negative")
     recipe = validate_recipe({
         "method": method, "model": {"path": args.model, "dtype": "float32", "lora": lora_cfg, "attn_implementation": "sdpa"},
         "data": data,
         "training": {"output_dir": args.out, "learning_rate": 1e-5, "max_steps": args.steps + args.warmup, "per_device_train_batch_size": args.batch,
                      "logging_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "gradient_checkpointing": ckpt},
-        "method_args": {"beta": 0.1, "reference": route} if method == "dpo" else {},
+        "method_args": {"beta": 0.1, "reference": route} if method == "dpo" else D2O_ARGS if method == "d2o" else {},
     })
     prep = build(recipe)  # the same tokenisation feeds both frameworks
     tokens_per_example = sum(_real_tokens(prep.method.collate([e])) for e in prep.train_examples) / len(prep.train_examples)

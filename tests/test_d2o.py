@@ -101,3 +101,31 @@ def test_short_d2o_run_pushes_negatives_below_samples(tmp_path):
     assert summary.after["loss"] < summary.before["loss"]
     assert summary.after["rewards/margins"] > summary.before["rewards/margins"]
     assert summary.after["logps/rejected"] < summary.before["logps/rejected"]
+
+
+def test_online_variant_redraws_samples_from_the_policy(tmp_path):
+    from alignkit.engine.run import train
+
+    with pytest.raises(ValueError, match="cannot be precomputed"):
+        load_recipe("recipes/d2o_tiny.yaml", ["method_args.resample_every=2"])
+    recipe = load_recipe("recipes/d2o_tiny.yaml", [*QUICK, "method_args.resample_every=4", "method_args.reference=model",
+                                                     "training.max_steps=9", f"training.output_dir={tmp_path}"])
+    import alignkit.trainers.d2o as d2o
+
+    seen = []
+    original = d2o.Method.resample
+
+    def spy(self, model, step, generator=None):
+        before = dict(self.fresh)
+        seconds = original(self, model, step, generator)
+        seen.append((step, len(self.fresh), before != self.fresh))
+        return seconds
+
+    d2o.Method.resample = spy
+    try:
+        summary = train(recipe)
+    finally:
+        d2o.Method.resample = original
+    assert [s for s, _, _ in seen] == [4, 8]
+    assert all(n == 36 and changed for _, n, changed in seen)  # every distinct train prompt, new samples each time
+    assert summary.steps == 9

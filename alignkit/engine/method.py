@@ -9,6 +9,8 @@ function, and `Method(args, tokenizer, data)` with:
   downsampling); the default keeps every record;
 - `augment_records(records, recipe, split) -> records`: add what the records lack and a model must
   produce before training (e.g. D²O's self-generated samples); the default returns them unchanged;
+- `training_callbacks(recipe) -> list`: `transformers.TrainerCallback`s the method needs during
+  training (e.g. D²O's online re-sampling); none by default;
 - `build_example(record) -> dict` of token-id lists (fields ending in `_ids`) and a `length`;
 - `collate(examples) -> batch`; `sequence_outputs(model, batch) -> dict` of per-sequence tensors;
 - `loss(outputs, reference) -> (loss, per-example metrics)`.
@@ -42,6 +44,10 @@ class CompletionMethod:
     def augment_records(self, records: list[Any], recipe: Any, split: str) -> list[Any]:
         """Records with anything generated before training added (none unless a method overrides this)."""
         return records
+
+    def training_callbacks(self, recipe: Any) -> list[Any]:
+        """TrainerCallbacks this method adds to training (none unless a method overrides this)."""
+        return []
 
     def batch(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
         """(prompt, completion) rows as a padded or packed batch."""

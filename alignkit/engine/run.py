@@ -203,7 +203,7 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         model=model, args=args, method=prep.method, reference=route or "precompute", ref_model=ref_model,
         train_dataset=datasets.Dataset.from_list(prep.train_examples),
         eval_dataset=datasets.Dataset.from_list(prep.eval_examples),
-        processing_class=prep.tokenizer,
+        processing_class=prep.tokenizer, callbacks=prep.method.training_callbacks(recipe),
     )
     t0 = time.perf_counter()
     resume_arg = resume if isinstance(resume, str) else (True if resume else None)

@@ -18,18 +18,26 @@ reuses them. The samples' and the negative's reference log-probs are then precom
 like DPO's. The token ids the sampler produced are scored as they are (no re-tokenisation).
 
 A prompt's negative and its K samples run as one batch of K+1 sequences (or one packed row with
-`data.packing`); the prompt is recomputed per sequence, no prefix sharing. The online variant
-(re-sampling from the current policy every N steps through a weight-synced engine) is not built yet.
+`data.packing`); the prompt is recomputed per sequence, no prefix sharing.
+
+Online variant (`resample_every: N`): after `resample_warmup` steps, every N optimizer steps the K
+samples of every train prompt are re-drawn from the *current* policy (HF generate on the policy
+itself, or a vLLM engine whose weights are synced from it) and replace the offline ones; the reference
+stays frozen and scores the new samples live, so it needs `reference: model` or `adapter`. Each
+refresh is logged. Single process and DDP only (not ZeRO-3). The paper's v1 hints at this variant
+without details; the knobs are alignkit's.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alignkit.data.records import NegativeOnly, Prompt
 from alignkit.engine.method import CompletionMethod
@@ -50,7 +58,19 @@ class Args(BaseModel):
     logp_agg: Literal["sum", "mean"] = Field("sum", description="sequence log-prob: sum (DPO convention) or per-token mean")
     reference: Literal["precompute", "model", "adapter"] = "precompute"
     reference_model: str | None = Field(None, description="the frozen reference and sampler (default: the policy's initial weights)")
+    resample_every: int | None = Field(None, ge=1, description="online variant: re-draw the samples from the policy every N steps")
+    resample_warmup: int = Field(0, ge=0, description="steps before the first re-draw")
     logprob_chunk_size: int | None = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _online_needs_live_reference(self) -> "Args":
+        if self.resample_every is not None and self.reference == "precompute":
+            raise ValueError("resample_every re-draws the samples during training, so their reference log-probs cannot be "
+                             "precomputed: set reference to 'model' or 'adapter'")
+        return self
+
+
+log = logging.getLogger("alignkit")
 
 
 def d2o_loss(
@@ -94,6 +114,15 @@ class Method(CompletionMethod):
     record_type = NegativeOnly
     reference_keys = ("sample_logps", "rejected_logps")
 
+    def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
+        super().__init__(args, tokenizer, data)
+        self.tokenizer = tokenizer
+        self.template = data.template
+        self.prompts: dict[tuple[int, ...], Prompt] = {}  # train/eval prompt ids -> prompt (for re-sampling)
+        self.fresh: dict[tuple[int, ...], list[list[int]]] = {}  # prompt ids -> samples drawn from the policy
+        self.refreshes = 0
+        self.train_prompts: set[str] = set()
+
     def augment_records(self, records: list[Any], recipe: Any, split: str) -> list[SampledNegative]:
         """Draw K samples per distinct prompt from the reference model (cached; the local main process
         samples while the others wait, then all read the cache)."""
@@ -105,6 +134,8 @@ class Method(CompletionMethod):
         prompts: dict[str, Prompt] = {}
         for r in records:
             prompts.setdefault(_prompt_key(r.prompt), r.prompt)
+        if split == "train":
+            self.train_prompts = set(prompts)
         rows = [{"prompt": p} for p in prompts.values()]
         params = SamplingParams(n=a.num_samples, temperature=a.sample_temperature, top_p=a.sample_top_p,
                                 max_tokens=a.sample_max_tokens, seed=a.sample_seed)
@@ -122,13 +153,14 @@ class Method(CompletionMethod):
         prompt, rejected = self.tokens.encode(record.prompt, [record.rejected])
         budget = self.tokens.max_length - len(prompt)
         samples = [list(s[:budget]) for s in record.sample_ids]
+        self.prompts.setdefault(tuple(prompt), record.prompt)
         return {"prompt_ids": prompt, "rejected_ids": rejected, "sample_ids": samples,
                 "length": (len(prompt) + max(len(rejected), *(len(s) for s in samples))) * (len(samples) + 1)}
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """One batch of B·(K+1) sequences: B negatives, then each example's K samples."""
         rows = [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
-        rows += [(e["prompt_ids"], s) for e in examples for s in e["sample_ids"]]
+        rows += [(e["prompt_ids"], s) for e in examples for s in self.fresh.get(tuple(e["prompt_ids"]), e["sample_ids"])]
         batch = self.batch(rows)
         for key in self.reference_keys:
             if f"ref_{key}" in examples[0]:
@@ -154,6 +186,69 @@ class Method(CompletionMethod):
         metrics["logps/samples"] = out["sample_logps"].detach().mean(dim=1)
         metrics["loss"] = losses.detach()
         return losses.mean(), metrics
+
+
+    # -- online variant ------------------------------------------------------------------------------
+
+    def training_callbacks(self, recipe: Any) -> list[Any]:
+        if self.args.resample_every is None:
+            return []
+        if recipe.training.deepspeed:
+            raise ValueError("D²O's online variant (resample_every) runs single-process or DDP, not under DeepSpeed")
+        return [_make_resampler(self, recipe)]
+
+    def resample(self, model: Any, step: int, generator: Any = None) -> float:
+        """Re-draw K samples for every train prompt from `model` (or a weight-synced `generator`); seconds taken."""
+        from alignkit.generation.base import SamplingParams
+        from alignkit.generation.hf import HFGenerator
+
+        a = self.args
+        start = time.perf_counter()
+        keys = [k for k, p in self.prompts.items() if _prompt_key(p) in self.train_prompts]
+        params = SamplingParams(n=a.num_samples, temperature=a.sample_temperature, top_p=a.sample_top_p,
+                                max_tokens=a.sample_max_tokens, seed=a.sample_seed + step)
+        was_training = model.training
+        model.eval()
+        try:
+            if generator is not None:
+                generator.sync_weights(model)
+            else:
+                generator = HFGenerator(model, self.tokenizer, self.template)
+            results = generator.generate([self.prompts[k] for k in keys], params)
+        finally:
+            model.train(was_training)
+        for key, result in zip(keys, results):
+            budget = self.tokens.max_length - len(key)
+            self.fresh[key] = [c.token_ids[:budget] for c in result.completions]
+        self.refreshes += 1
+        return time.perf_counter() - start
+
+
+def _make_resampler(method: Method, recipe: Any) -> Any:
+    """A TrainerCallback that re-draws the samples every `resample_every` steps after the warm-up."""
+    from transformers import TrainerCallback
+
+    from alignkit.generation.backends import choose_backend
+
+    a = method.args
+    backend = a.sample_backend if a.sample_backend != "auto" else choose_backend(a.reference_model or recipe.model.path)
+
+    class Resampler(TrainerCallback):
+        engine = None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            step = state.global_step
+            if step < a.resample_warmup or step % a.resample_every:
+                return
+            if backend == "vllm" and self.engine is None:
+                from alignkit.generation.vllm_engine import VLLMGenerator
+
+                self.engine = VLLMGenerator(a.reference_model or recipe.model.path, template=recipe.data.template)
+            seconds = method.resample(model, step, self.engine)
+            log.info("D²O: re-drew %d samples for each of %d prompts from the policy at step %d (%.1fs, refresh %d)",
+                     a.num_samples, len(method.train_prompts), step, seconds, method.refreshes)
+
+    return Resampler()
 
 
 def _prompt_key(prompt: Prompt) -> str:
