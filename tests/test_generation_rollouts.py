@@ -89,3 +89,24 @@ def test_generate_cli_from_a_recipe(tmp_path, capsys):
     assert len(rows) == 2 and len(rows[0]["completions"]) == 2
     assert main(["generate", "--model", "no/such/model", "--prompts", PROMPTS, "--out", str(out)]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_judge_scorer_never_selects_an_unparsed_rating():
+    from alignkit.generation.best_of_n import make_scorer
+
+    scorer = make_scorer("judge", MODEL, backend="hf", cache=False)
+    scores = scorer.score("What is 2 times 11?", ["2 times 11 is 22.", "It is 21."])
+    # Ratings map to [0, 1]; the gym model was never taught to rate, so an output that does not parse
+    # scores NaN, which selection skips (all NaN: the first completion).
+    assert all(s != s or 0 <= s <= 1 for s in scores)
+    parsed = [i for i, s in enumerate(scores) if s == s]
+    assert select(scores) == (max(parsed, key=scores.__getitem__) if parsed else 0)
+
+
+def test_bundled_teacher_is_better_aligned_than_the_base_on_unsafe_prompts():
+    from alignkit.gym.world import is_refusal
+
+    prompts = [json.loads(line)["prompt"] for line in open(PROMPTS) if json.loads(line)["family"] == "unsafe"]
+    greedy = SamplingParams(temperature=0, max_tokens=32)
+    teacher = HFGenerator.from_pretrained("data/gym/teacher-m").generate(prompts, greedy)
+    assert all(is_refusal(r.completions[0].text) for r in teacher)  # measured: unsafe compliance 0.00 when sampling
