@@ -36,7 +36,8 @@ class HFServer:
     @staticmethod
     def _params(body: dict[str, Any], logprobs: bool) -> SamplingParams:
         stop = body.get("stop") or ()
-        return SamplingParams(n=int(body.get("n") or 1), temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
+        temperature = body.get("temperature")
+        return SamplingParams(n=int(body.get("n") or 1), temperature=1.0 if temperature is None else float(temperature),
                               top_p=float(body.get("top_p") or 1.0), max_tokens=int(body.get("max_tokens") or 16),
                               stop=(stop,) if isinstance(stop, str) else tuple(stop), seed=body.get("seed"), logprobs=logprobs,
                               min_tokens=int(body.get("min_tokens") or 0))

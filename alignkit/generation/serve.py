@@ -106,8 +106,6 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
 
     threading.Thread(target=pump, daemon=True).start()
     try:
-        waiter = threading.Thread(target=lambda: stop.wait(), daemon=True)
-        waiter.start()
         wait_for_health(url, startup_timeout, process, log)
         print(f"serving {name} (backend vllm) at {url}/v1", flush=True)
         while not stop.wait(1.0):

@@ -36,21 +36,21 @@ def binary_label(value: Any) -> str | None:
 
 
 def pairwise_label(value: Any) -> float | None:
-    """A human pairwise label as P(candidate wins): A/candidate/1/2 → 1, B/baseline/0/1 → 0, tie/0.5/1.5 → 0.5.
-
-    Numbers in [1, 2] are read as AlpacaEval preferences, numbers in [0, 1] as win probabilities."""
+    """A human pairwise label as P(candidate wins): A/candidate/win → 1, B/baseline/loss → 0, tie/draw → 0.5,
+    or an AlpacaEval preference in [1, 2] (1 = baseline, 1.5 = tie, 2 = candidate)."""
     if value is None:
         return None
     key = str(value).strip().lower()
     words = {"a": 1.0, "candidate": 1.0, "win": 1.0, "b": 0.0, "baseline": 0.0, "loss": 0.0, "tie": 0.5, "draw": 0.5}
     if key in words:
         return words[key]
-    number = float(key)
-    if number in (1.5, 2.0) or 1 < number <= 2:
-        return number - 1
-    if 0 <= number <= 1:
-        return number
-    raise ValueError(f"pairwise human label {value!r} is not A/B/tie or a preference")
+    try:
+        number = float(key)
+    except ValueError:
+        number = float("nan")
+    if not 1 <= number <= 2:
+        raise ValueError(f"pairwise human label {value!r} is neither A/B/tie nor an AlpacaEval preference in [1, 2]")
+    return number - 1
 
 
 def _with_ci(stat: Callable[..., float], *arrays: Any, n_resamples: int, seed: int) -> dict[str, Any]:

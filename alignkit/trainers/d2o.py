@@ -116,8 +116,6 @@ class Method(CompletionMethod):
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
         super().__init__(args, tokenizer, data)
-        self.tokenizer = tokenizer
-        self.template = data.template
         self.prompts: dict[tuple[int, ...], Prompt] = {}  # train/eval prompt ids -> prompt (for re-sampling)
         self.fresh: dict[tuple[int, ...], list[list[int]]] = {}  # prompt ids -> samples drawn from the policy
         self.refreshes = 0
@@ -213,7 +211,7 @@ class Method(CompletionMethod):
             if generator is not None:
                 generator.sync_weights(model)
             else:
-                generator = HFGenerator(model, self.tokenizer, self.template)
+                generator = HFGenerator(model, self.tokens.tokenizer, self.tokens.template)
             results = generator.generate([self.prompts[k] for k in keys], params)
         finally:
             model.train(was_training)
