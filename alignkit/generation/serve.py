@@ -54,6 +54,15 @@ def vllm_command(model: str, host: str, port: int, served_name: str | None, api_
     return cmd + list(extra_args)
 
 
+def _die_with_parent() -> None:
+    """In the vLLM server child (Linux): receive SIGTERM when `alignkit serve` dies, even by SIGKILL,
+    so a killed `alignkit serve` never leaves an orphaned server holding the port and the memory."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _stop_on_signals(stop: threading.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -95,7 +104,8 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     process = subprocess.Popen(vllm_command(path, host, port, name, api_key, lora_modules, extra_args), env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     log: deque = deque(maxlen=40)
 
     def pump() -> None:  # keep the server's output visible and remember the tail for error messages
