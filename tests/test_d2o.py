@@ -129,3 +129,25 @@ def test_online_variant_redraws_samples_from_the_policy(tmp_path):
     assert [s for s, _, _ in seen] == [4, 8]
     assert all(n == 36 and changed for _, n, changed in seen)  # every distinct train prompt, new samples each time
     assert summary.steps == 9
+
+
+def test_online_variant_through_a_weight_synced_vllm_engine(tmp_path, monkeypatch):
+    import alignkit.trainers.d2o as d2o
+    from alignkit.engine.run import train
+
+    recipe = load_recipe("recipes/d2o_tiny.yaml", [*QUICK, "method_args.resample_every=4", "method_args.reference=model",
+                                                     "method_args.sample_backend=vllm", "training.max_steps=5",
+                                                     "method_args.sample_engine_args={enforce_eager: true}",
+                                                     f"training.output_dir={tmp_path}"])
+    seen = []
+    original = d2o.Method.resample
+
+    def spy(self, model, step, generator=None):
+        before = dict(self.fresh)
+        seconds = original(self, model, step, generator)
+        seen.append((step, type(generator).__name__, before != self.fresh, len(self.fresh)))
+        return seconds
+
+    monkeypatch.setattr(d2o.Method, "resample", spy)
+    train(recipe)
+    assert seen == [(4, "VLLMGenerator", True, 36)]

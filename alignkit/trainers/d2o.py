@@ -55,6 +55,8 @@ class Args(BaseModel):
     sample_max_tokens: int = Field(256, ge=1, description="not reported in the paper")
     sample_seed: int = 0
     sample_backend: Literal["auto", "hf", "vllm"] = "auto"
+    sample_engine_args: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments, e.g. "
+                                               "gpu_memory_utilization to share a GPU with training, enforce_eager")
     logp_agg: Literal["sum", "mean"] = Field("sum", description="sequence log-prob: sum (DPO convention) or per-token mean")
     reference: Literal["precompute", "model", "adapter"] = "precompute"
     reference_model: str | None = Field(None, description="the frozen reference and sampler (default: the policy's initial weights)")
@@ -125,6 +127,7 @@ class Method(CompletionMethod):
         """Draw K samples per distinct prompt from the reference model (cached; the local main process
         samples while the others wait, then all read the cache)."""
         from alignkit.engine.run import distributed_state
+        from alignkit.generation.backends import choose_backend
         from alignkit.generation.base import SamplingParams
         from alignkit.generation.rollouts import rollouts
 
@@ -138,11 +141,13 @@ class Method(CompletionMethod):
         params = SamplingParams(n=a.num_samples, temperature=a.sample_temperature, top_p=a.sample_top_p,
                                 max_tokens=a.sample_max_tokens, seed=a.sample_seed)
         sampler = a.reference_model or recipe.model.path
+        backend = a.sample_backend if a.sample_backend != "auto" else choose_backend(sampler)
+        options = a.sample_engine_args if backend == "vllm" else {}
         state = distributed_state()
         if state.is_local_main_process:
-            rollouts(sampler, rows, params, a.sample_backend, recipe.data.template)
+            rollouts(sampler, rows, params, backend, recipe.data.template, **options)
         state.wait_for_everyone()
-        sampled = rollouts(sampler, rows, params, a.sample_backend, recipe.data.template)
+        sampled = rollouts(sampler, rows, params, backend, recipe.data.template, **options)
         by_prompt = {_prompt_key(row["prompt"]): tuple(tuple(c["token_ids"]) for c in row["completions"]) for row in sampled}
         return [SampledNegative(r.prompt, r.rejected, by_prompt[_prompt_key(r.prompt)]) for r in records]
 
@@ -241,7 +246,8 @@ def _make_resampler(method: Method, recipe: Any) -> Any:
             if backend == "vllm" and self.engine is None:
                 from alignkit.generation.vllm_engine import VLLMGenerator
 
-                self.engine = VLLMGenerator(a.reference_model or recipe.model.path, template=recipe.data.template)
+                self.engine = VLLMGenerator(a.reference_model or recipe.model.path, template=recipe.data.template,
+                                            **a.sample_engine_args)
             seconds = method.resample(model, step, self.engine)
             log.info("D²O: re-drew %d samples for each of %d prompts from the policy at step %d (%.1fs, refresh %d)",
                      a.num_samples, len(method.train_prompts), step, seconds, method.refreshes)
