@@ -53,6 +53,15 @@ class CompletionMethod:
         """(prompt, completion) rows as a padded or packed batch."""
         return rows_to_batch(rows, self.pad_id, self.packing)
 
+    def batch_with_reference(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+                             examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """`batch(rows)` plus each `ref_<key>` the examples carry (precomputed reference values, one per example)."""
+        batch = self.batch(rows)
+        for key in self.reference_keys:
+            if f"ref_{key}" in examples[0]:
+                batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
+        return batch
+
     def completion_logps(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs and completion token counts, one per sequence of the batch."""
         logps, mask = batch_token_logprobs(model, batch, getattr(self.args, "logprob_chunk_size", 256))

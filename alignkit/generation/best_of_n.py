@@ -65,11 +65,10 @@ class GoldScorer:
     """The gym's gold reward (prompts must be gym prompts)."""
 
     def score(self, prompt: Prompt, completions: Sequence[str]) -> list[float]:
+        from alignkit.data.templates import as_messages
         from alignkit.gym.world import gold, task_for_prompt
 
-        if not isinstance(prompt, str):
-            prompt = prompt[-1]["content"]
-        task = task_for_prompt(prompt)
+        task = task_for_prompt(as_messages(prompt)[-1]["content"])
         return [gold(task, c).reward for c in completions]
 
 

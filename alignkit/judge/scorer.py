@@ -18,7 +18,9 @@ class JudgeScorer:
                                 template=template, backend=backend, **options)
 
     def score(self, prompt: Prompt, completions: Sequence[str]) -> list[float]:
-        question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+        from alignkit.data.templates import as_messages
+
+        question = as_messages(prompt)[-1]["content"]
         low, high = self.judge.scale
         verdicts = self.judge.judge([JudgeItem(question=question, answer=c) for c in completions])
         return [float("nan") if v.value is None else (v.value - low) / (high - low) for v in verdicts]

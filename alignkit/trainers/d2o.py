@@ -144,10 +144,10 @@ class Method(CompletionMethod):
         backend = a.sample_backend if a.sample_backend != "auto" else choose_backend(sampler)
         options = a.sample_engine_args if backend == "vllm" else {}
         state = distributed_state()
-        if state.is_local_main_process:
-            rollouts(sampler, rows, params, backend, recipe.data.template, **options)
+        sampled = rollouts(sampler, rows, params, backend, recipe.data.template, **options) if state.is_local_main_process else None
         state.wait_for_everyone()
-        sampled = rollouts(sampler, rows, params, backend, recipe.data.template, **options)
+        if sampled is None:  # the other processes read what the main process cached
+            sampled = rollouts(sampler, rows, params, backend, recipe.data.template, **options)
         by_prompt = {_prompt_key(row["prompt"]): tuple(tuple(c["token_ids"]) for c in row["completions"]) for row in sampled}
         return [SampledNegative(r.prompt, r.rejected, by_prompt[_prompt_key(r.prompt)]) for r in records]
 
@@ -164,11 +164,7 @@ class Method(CompletionMethod):
         """One batch of B·(K+1) sequences: B negatives, then each example's K samples."""
         rows = [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
         rows += [(e["prompt_ids"], s) for e in examples for s in self.fresh.get(tuple(e["prompt_ids"]), e["sample_ids"])]
-        batch = self.batch(rows)
-        for key in self.reference_keys:
-            if f"ref_{key}" in examples[0]:
-                batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
-        return batch
+        return self.batch_with_reference(rows, examples)
 
     def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Sequence log-probs of the negatives [B] and the samples [B, K] (sum, or mean per token)."""

@@ -81,11 +81,7 @@ class Method(CompletionMethod):
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """One batch of 2B sequences: all chosen, then all rejected (padded, or packed into one row)."""
         rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
-        batch = self.batch(rows)
-        for key in self.reference_keys:
-            if f"ref_{key}" in examples[0]:
-                batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
-        return batch
+        return self.batch_with_reference(rows, examples)
 
     def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Summed completion log-probs of chosen and rejected, and the chosen token count."""
