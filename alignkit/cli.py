@@ -94,7 +94,9 @@ def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm", "openai"])
-    p.add_argument("--template", default="chat", choices=["chat", "alpaca", "raw"])
+    p.add_argument("--template", default="chat", help="chat, alpaca, pku, raw, or a format string with {prompt}")
+    p.add_argument("--max-prompt-length", type=int, default=None,
+                   help="left-truncate prompts to this many tokens (the rule training uses)")
     p.add_argument("--limit", type=int, help="use only the first N prompts")
     p.add_argument("--no-cache", action="store_true", help="sample again even if this exact request is cached")
     p.add_argument("--out", required=True, help="output JSONL")
@@ -273,10 +275,6 @@ def cmd_gym(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from alignkit.generation.serve import serve
     from alignkit.generation.vllm_engine import vllm_available
@@ -297,12 +295,19 @@ def _rollouts(args: argparse.Namespace) -> list[dict]:
         raise CliError("give --model and --prompts (or a recipe for `alignkit generate`)")
     if not args.model.startswith(("http://", "https://")) and not args.model.startswith("tiny:") and not Path(args.model).exists():
         raise CliError(f"model {args.model!r} is not a folder, tiny:<size> or an endpoint URL")
+    from alignkit.data.templates import check_template
+
+    try:
+        check_template(args.template)
+    except ValueError as err:
+        raise CliError(f"--template: {err}") from None
     rows = read_prompt_rows(args.prompts, args.format)
     if args.limit:
         rows = rows[: args.limit]
     params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                             stop=tuple(args.stop), seed=args.seed, logprobs=True)
-    return rollouts(args.model, rows, params, args.backend, args.template, cache=not args.no_cache)
+    return rollouts(args.model, rows, params, args.backend, args.template, cache=not args.no_cache,
+                    max_prompt_length=args.max_prompt_length)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -313,6 +318,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.model = args.model or recipe.model.path
         args.prompts = args.prompts or recipe.data.train[0]
         args.template = recipe.data.template
+        args.max_prompt_length = args.max_prompt_length or recipe.data.max_prompt_length
     rows = _rollouts(args)
     write_jsonl(args.out, rows)
     total = sum(len(c["token_ids"]) for r in rows for c in r["completions"])
@@ -321,8 +327,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bon(args: argparse.Namespace) -> int:
-    from alignkit.generation.best_of_n import best_of_n, make_scorer
     from alignkit.generation.rollouts import write_jsonl
+    from alignkit.judge.scorer import make_scorer
+    from alignkit.scoring.best_of_n import best_of_n
 
     path = args.reward_model if args.scorer == "reward-model" else args.judge_model
     scorer = make_scorer(args.scorer, path, args.template)  # fail on a bad scorer before sampling
@@ -356,3 +363,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     print(to_markdown(report))
     print("written: " + ", ".join(report["files"]))
     return 0
+
+
+if __name__ == "__main__":  # `python -m alignkit.cli` (after every command function is defined)
+    sys.exit(main())

@@ -22,6 +22,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 TINY_MODEL_PREFIX = "tiny:"
 
+# `method:` names -> the module defining the method (Args, loss, Method). A recipe may also name any
+# importable module path (`method: mypackage.my_method`) that defines the same three things. Methods are
+# plugins found by name: the engine and this file import them dynamically, never statically.
+METHODS: dict[str, str] = {
+    "cut": "alignkit.trainers.cut",
+    "d2o": "alignkit.trainers.d2o",
+    "dpo": "alignkit.trainers.dpo",
+    "sft": "alignkit.trainers.sft",
+}
+
+
+def method_module(method: str) -> Any:
+    """The module of a method by registered name or import path."""
+    path = METHODS.get(method, method)
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as err:
+        if method not in METHODS and err.name and path.startswith(err.name):
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}, or an importable module "
+                             "path defining Args and Method") from None
+        raise
+
 
 class RecipeError(ValueError):
     """A recipe is malformed; the message names the file and the dotted key."""
@@ -69,7 +91,7 @@ class DataSettings(_Strict):
     train: list[str]
     eval: list[str] = Field(default_factory=list)
     format: str = "preference"
-    template: Literal["chat", "alpaca", "raw"] = "chat"
+    template: str = Field("chat", description="chat, alpaca, pku, raw, or a format string with {prompt} (see alignkit.data.templates)")
     max_length: int = Field(1024, gt=0)
     max_prompt_length: int = Field(512, gt=0)
     skip_invalid: bool = False
@@ -79,6 +101,13 @@ class DataSettings(_Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from alignkit.data.templates import check_template
+
+        return check_template(value)
 
     @field_validator("format")
     @classmethod
@@ -148,10 +177,10 @@ class Recipe(_Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from alignkit.trainers import METHODS
-
         if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; known: {', '.join(sorted(METHODS))}")
+            module = method_module(value)
+            if not all(hasattr(module, name) for name in ("Args", "Method")):
+                raise ValueError(f"module {value!r} does not define a method (it needs Args and Method)")
         return value
 
     def method_settings(self) -> BaseModel:
@@ -161,9 +190,7 @@ class Recipe(_Strict):
 
 def method_args_model(method: str) -> type[BaseModel]:
     """The pydantic model that validates `method_args` for `method`."""
-    from alignkit.trainers import METHODS
-
-    return importlib.import_module(METHODS[method]).Args
+    return method_module(method).Args
 
 
 @functools.lru_cache(maxsize=1)
@@ -227,7 +254,12 @@ def validate_recipe(raw: dict[str, Any], source: Path | str = "<recipe>") -> Rec
         hint = _did_you_mean(key, set(TrainingSettings.model_fields) | training_argument_names())
         problems.append(f"training.{key}: unknown key{hint}; training keys are transformers.TrainingArguments fields")
     try:
-        recipe.method_args = recipe.method_settings().model_dump()
+        settings = recipe.method_settings()
+        recipe.method_args = settings.model_dump()
+        if (recipe.training.model_extra or {}).get("ddp_find_unused_parameters") and getattr(settings, "logprob_chunk_size", None):
+            problems.append("training.ddp_find_unused_parameters: true cannot work with the chunked LM head (it runs after "
+                            "the wrapped forward, so DDP would mark it unused and then see its gradient); set "
+                            "method_args.logprob_chunk_size: null to use the model's own logits instead")
     except ValidationError as err:
         problems.append(_format_errors(err, None, root=method_args_model(recipe.method), prefix="method_args"))
     if problems:
@@ -247,7 +279,7 @@ def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>") -> None:
             missing.append(f"{field}: file not found: {value}")
     model_path = recipe.model.path
     if model_path.startswith(TINY_MODEL_PREFIX):
-        from alignkit.gym.tiny_model import SIZES
+        from alignkit.gym.shapes import SIZES
 
         size = model_path[len(TINY_MODEL_PREFIX):]
         if size not in SIZES:

@@ -114,9 +114,9 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from alignkit.config import validate_recipe
-    from alignkit.engine.model_loading import load_causal_lm, resolve_model_path
-    from alignkit.engine.run import build, ensure_reference, training_arguments
+    from alignkit.engine.run import build, live_references, training_arguments
     from alignkit.engine.trainer import AlignTrainer
+    from alignkit.modeling.loading import load_causal_lm, resolve_model_path
 
     framework, route, lora, ckpt, method = CONFIGS[args.worker]
     lora_cfg = {"r": 16, "alpha": 16, "dropout": 0.0} if lora else None
@@ -132,16 +132,13 @@ def worker(args: argparse.Namespace) -> dict:
                      "logging_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "gradient_checkpointing": ckpt},
         "method_args": {"beta": 0.1, "reference": route} if method == "dpo" else D2O_ARGS if method == "d2o" else {},
     })
-    prep = build(recipe)  # the same tokenisation feeds both frameworks
+    prep = build(recipe)  # the same tokenisation feeds both frameworks; signals are cached before timing
     tokens_per_example = sum(_real_tokens(prep.method.collate([e])) for e in prep.train_examples) / len(prep.train_examples)
     timer = _timer_callback(args.warmup)
     if framework == "alignkit":
-        if route == "precompute":
-            ensure_reference(prep)  # cached before timing, as `alignkit prepare` would
         baseline = _reset_peak()
         model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=ckpt)
-        ref = load_causal_lm(recipe.model, trainable=False) if route == "model" else None
-        trainer = AlignTrainer(model=model, args=training_arguments(recipe), method=prep.method, reference=route or "precompute", ref_model=ref,
+        trainer = AlignTrainer(model=model, args=training_arguments(recipe), method=prep.method, live_references=live_references(prep),
                                train_dataset=datasets.Dataset.from_list(prep.train_examples), callbacks=[timer])
         # eval_on_start is for the summary table of `alignkit train`; the benchmark times training only.
         trainer.args.eval_on_start = False

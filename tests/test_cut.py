@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from alignkit.engine.logprobs import token_logprobs_from_logits
+from alignkit.modeling.logprobs import token_logprobs_from_logits
 from alignkit.trainers.cut import cut_loss, downsample_positives
 
 PN, PM = [0.5, 0.2, 0.9], [0.4, 0.3, 0.5]  # p_N/p_M = 1.25, 0.67, 1.8: tokens 0 and 2 flagged at λ = 1.1
@@ -125,7 +125,7 @@ def test_downsampling_keeps_a_quarter_of_the_negatives():
 
 def test_examples_share_the_response_and_skip_dummy_rows(tiny_model_dir):
     from alignkit.config import validate_recipe
-    from alignkit.engine.logprobs import completion_matrix
+    from alignkit.modeling.logprobs import completion_matrix
     from alignkit.engine.run import build
 
     recipe = validate_recipe({"method": "cut", "model": {"path": str(tiny_model_dir)},

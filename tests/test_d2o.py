@@ -73,14 +73,14 @@ def test_prepare_draws_and_caches_samples_and_reference(tmp_path, caplog):
 
     recipe = load_recipe("recipes/d2o_tiny.yaml", [*QUICK, f"training.output_dir={tmp_path}"])
     first = prepare(recipe)
-    assert "computed reference" in first
+    assert "samples: 3 samples for each of 48 prompts" in first and ": computed for" in first
     prep = build(recipe)  # samples come from the rollout cache: no generator is loaded
     ex = prep.train_examples[0]
     assert len(ex["sample_ids"]) == 3 and all(len(s) <= 16 for s in ex["sample_ids"])
     same_prompt = [e for e in prep.train_examples if e["prompt_ids"] == ex["prompt_ids"]]
     assert len(same_prompt) == 2 and same_prompt[0]["sample_ids"] == same_prompt[1]["sample_ids"]  # sampled once per prompt
     second = prepare(recipe)
-    assert "reused reference cache" in second and "computed" not in second
+    assert ": reused" in second and ": computed" not in second
 
 
 def test_rollout_cache_hit_loads_no_generator(tmp_path, monkeypatch):
@@ -115,9 +115,9 @@ def test_online_variant_redraws_samples_from_the_policy(tmp_path):
     seen = []
     original = d2o.Method.resample
 
-    def spy(self, model, step, generator=None):
+    def spy(self, model, step):
         before = dict(self.fresh)
-        seconds = original(self, model, step, generator)
+        seconds = original(self, model, step)
         seen.append((step, len(self.fresh), before != self.fresh))
         return seconds
 
@@ -142,10 +142,10 @@ def test_online_variant_through_a_weight_synced_vllm_engine(tmp_path, monkeypatc
     seen = []
     original = d2o.Method.resample
 
-    def spy(self, model, step, generator=None):
+    def spy(self, model, step):
         before = dict(self.fresh)
-        seconds = original(self, model, step, generator)
-        seen.append((step, type(generator).__name__, before != self.fresh, len(self.fresh)))
+        seconds = original(self, model, step)
+        seen.append((step, type(self.sampler.engine).__name__, before != self.fresh, len(self.fresh)))
         return seconds
 
     monkeypatch.setattr(d2o.Method, "resample", spy)

@@ -60,7 +60,7 @@ def test_first_step_matches_trl_dpo_trainer(tmp_path, trl_pairs, tiny_model_dir)
     from trl import DPOConfig, DPOTrainer
 
     from alignkit.config import validate_recipe
-    from alignkit.engine.run import build, ensure_reference
+    from alignkit.engine.run import build
     from alignkit.gym.tiny_model import build_tiny_model
 
     ref_dir = build_tiny_model(tmp_path / "ref", "xs", seed=1)  # a different reference makes the loss non-trivial
@@ -87,12 +87,11 @@ def test_first_step_matches_trl_dpo_trainer(tmp_path, trl_pairs, tiny_model_dir)
     })
     prep = build(recipe)
     assert sorted((e["prompt_ids"], e["chosen_ids"]) for e in prep.train_examples) == trl_ids
-    ensure_reference(prep)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     batch = prep.method.collate(prep.train_examples)
     with torch.no_grad():
         out = prep.method.sequence_outputs(policy, batch)
-        loss, metrics = prep.method.loss(out, {k: batch[f"ref_{k}"] for k in prep.method.reference_keys})
+        loss, metrics = prep.method.loss(out, {k[len("ref_"):]: v for k, v in batch.items() if k.startswith("ref_")})
 
     ours = sorted(zip(metrics["logps/chosen"].tolist(), metrics["logps/rejected"].tolist()))
     theirs = sorted((h["logps/chosen"], h["logps/rejected"]) for h in trl_logs)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignkit.config import load_recipe
-from alignkit.engine.logprobs import sequence_token_logprobs
+from alignkit.modeling.logprobs import sequence_token_logprobs
 
 
 def tiny_recipe(tmp_path, *overrides):
@@ -38,33 +38,31 @@ def test_chunked_logprobs_equal_full_logits_with_gradients(tiny_model_dir):
 
 
 def test_reference_cache_reused_and_invalidated(tmp_path, monkeypatch):
-    from alignkit.engine.run import build, ensure_reference
+    from alignkit.engine.run import prepare
 
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))  # other tests may have cached these keys
 
     recipe = tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]")
-    first = ensure_reference(build(recipe))
-    # Without an eval set the probe examples are train examples: the second lookup already hits.
-    assert first.startswith("train: computed reference") and "eval: reused reference cache" in first
-    second = ensure_reference(build(recipe))
-    assert second.count("reused reference cache") == 2 and "computed" not in second
+    first = prepare(recipe)
+    assert ": computed for 2 examples" in first and ": reused" not in first
+    second = prepare(recipe)
+    assert ": reused" in second and ": computed" not in second
     # Different data, different max length, or different model: new keys, never a stale hit.
     for change in ("data.train=data/gym/heldout_preference.jsonl", "data.max_prompt_length=16", "model.path=tiny:s"):
         changed = tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]", change)
-        assert ensure_reference(build(changed)).startswith("train: computed reference"), change
+        assert ": computed for" in prepare(changed), change
 
 
 def test_precomputed_reference_equals_live_reference(tmp_path):
-    from alignkit.engine.model_loading import load_causal_lm
-    from alignkit.engine.run import build, ensure_reference
+    from alignkit.engine.run import build
+    from alignkit.modeling.loading import load_causal_lm
 
     recipe = tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]")
     prep = build(recipe)
-    ensure_reference(prep)
     batch = prep.method.collate(prep.train_examples)
     with torch.no_grad():
         live = prep.method.sequence_outputs(load_causal_lm(recipe.model, trainable=False), batch)
-    for key in prep.method.reference_keys:
+    for key in ("chosen_logps", "rejected_logps"):
         assert torch.allclose(batch[f"ref_{key}"], live[key], atol=1e-5)
 
 
@@ -101,7 +99,7 @@ def test_resume_continues_with_the_same_data_order(tmp_path):
 def test_packed_and_padded_batches_give_the_same_logprobs(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from alignkit.engine.model_loading import resolve_model_path
+    from alignkit.modeling.loading import resolve_model_path
     from alignkit.engine.run import build
 
     outputs = {}
@@ -119,15 +117,14 @@ def test_packed_and_padded_batches_give_the_same_logprobs(tmp_path):
 @pytest.mark.parametrize("route", ["model", "adapter"])
 def test_live_reference_routes_equal_precomputed(tmp_path, route):
     """(a) a frozen reference model and (b) the LoRA policy with its adapter off give route (c)'s numbers."""
-    from alignkit.engine.model_loading import load_causal_lm
-    from alignkit.engine.run import build, ensure_reference, training_arguments
-    from alignkit.engine.trainer import AlignTrainer
+    from alignkit.modeling.loading import load_causal_lm
+    from alignkit.engine.run import build, training_arguments
+    from alignkit.engine.trainer import AlignTrainer, LiveReference
 
     overrides = ["data.train=data/samples/preference.jsonl", "data.eval=[]", "model.lora={r: 4, alpha: 8, dropout: 0.0}"]
     precomputed = build(tiny_recipe(tmp_path, *overrides))
-    ensure_reference(precomputed)
     batch = precomputed.method.collate(precomputed.train_examples)
-    expected = {k: batch[f"ref_{k}"] for k in precomputed.method.reference_keys}
+    expected = {k: batch[f"ref_{k}"] for k in ("chosen_logps", "rejected_logps")}
 
     recipe = tiny_recipe(tmp_path, *overrides, f"method_args.reference={route}")
     prep = build(recipe)
@@ -137,8 +134,10 @@ def test_live_reference_routes_equal_precomputed(tmp_path, route):
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     ref_model = load_causal_lm(recipe.model, trainable=False) if route == "model" else None
-    trainer = AlignTrainer(model=policy, args=training_arguments(recipe), method=prep.method, reference=route, ref_model=ref_model)
+    live_ref = LiveReference(("chosen_logps", "rejected_logps"), ref_model)
+    trainer = AlignTrainer(model=policy, args=training_arguments(recipe), method=prep.method, live_references=[live_ref])
     live_batch = prep.method.collate(prep.train_examples)
+    assert not any(k.startswith("ref_") for k in live_batch)  # a live route computes nothing before training
     live = trainer.reference_outputs(trainer.model, live_batch)
     for key, value in expected.items():
         assert torch.allclose(live[key], value, atol=1e-4), key

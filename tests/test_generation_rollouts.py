@@ -6,7 +6,7 @@ import pytest
 
 from alignkit.cli import main
 from alignkit.generation import HFGenerator, SamplingParams
-from alignkit.generation.best_of_n import GoldScorer, RewardModelScorer, best_of_n, select
+from alignkit.scoring import GoldScorer, RewardModelScorer, best_of_n, select
 from alignkit.generation.rollouts import read_prompt_rows, rollouts
 
 MODEL = "data/gym/base-s"
@@ -92,7 +92,7 @@ def test_generate_cli_from_a_recipe(tmp_path, capsys):
 
 
 def test_judge_scorer_never_selects_an_unparsed_rating():
-    from alignkit.generation.best_of_n import make_scorer
+    from alignkit.judge.scorer import make_scorer
 
     scorer = make_scorer("judge", MODEL, backend="hf", cache=False)
     scores = scorer.score("What is 2 times 11?", ["2 times 11 is 22.", "It is 21."])

@@ -22,6 +22,22 @@ class Message(BaseModel):
 Prompt = Union[str, list[Message]]
 
 
+def prompt_json(prompt: Prompt) -> str | list[dict[str, str]]:
+    """The prompt in a JSON-serialisable form: text, or a list of {"role", "content"} dicts."""
+    if isinstance(prompt, str):
+        return prompt
+    return [m.model_dump() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A stable text key for a prompt (text as is; a message list as "messages:" + canonical JSON), e.g. to
+    group records by prompt."""
+    import json
+
+    value = prompt_json(prompt)
+    return value if isinstance(value, str) else "messages:" + json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def _completion_text(value: object) -> object:
     """Accept a completion as text or as a one-turn assistant message list (TRL's conversational form)."""
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":

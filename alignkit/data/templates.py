@@ -2,7 +2,11 @@
 
 - `chat`: the tokenizer's chat template with a generation prompt (chat models).
 - `alpaca`: the Alpaca-style template of the official CUT code (github wwxu21/CUT templates/alpaca.json).
+- `pku`: the PKU-Alignment safe-rlhf conversation format of `alpaca-7b-reproduced`, the model that wrote
+  the PKU-SafeRLHF responses: "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:" (one user turn).
 - `raw`: the prompt text as is (a message list is rendered as "role: content" lines).
+- a custom format string containing `{prompt}` (and, for CUT's judgment context, `{judgment}`), e.g.
+  `"### Question: {prompt}\\n### Answer:"`; one user turn.
 
 The completion is appended to the rendered prompt with no separator; the tokenizer's EOS follows it.
 """
@@ -21,7 +25,23 @@ ALPACA_JUDGE = (
     "Below is an instruction that describes a task. Write a response to the instruction and the response should "
     "match the corresponding judgment.\n\n### Instruction:\n{instruction}\n\n### Judgment:\n{judgment}\n\n### Response:\n"
 )
-TEMPLATES = ("chat", "alpaca", "raw")
+PKU = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+TEMPLATES = ("chat", "alpaca", "pku", "raw")
+
+
+def check_template(template: str) -> str:
+    """`template` if it is a known name or a format string with a `{prompt}` field; else ValueError."""
+    if template in TEMPLATES:
+        return template
+    if "{prompt}" not in template:
+        raise ValueError(f"unknown template {template!r}: use one of {', '.join(TEMPLATES)} or a format string "
+                         "containing {prompt} (and optionally {judgment})")
+    try:
+        template.format(prompt="", judgment="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"template {template!r} is not a valid format string: only {{prompt}} and {{judgment}} may "
+                         f"appear in braces (write {{{{ and }}}} for literal braces): {err}") from None
+    return template
 
 
 def as_messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -59,5 +79,11 @@ def render_prompt(prompt: Prompt, template: str, tokenizer: Any = None, judgment
     if template == "raw":
         text = prompt if isinstance(prompt, str) else "".join(f"{m['role']}: {m['content']}\n" for m in as_messages(prompt)) + "assistant: "
         return text if judgment is None else f"{text}\nJudgment: {judgment}\n"
-    raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
-
+    if template == "pku":
+        if judgment is not None:
+            raise ValueError("the 'pku' template has no judgment form; use a custom template with {judgment} for CUT")
+        return PKU.format(prompt=_single_instruction(prompt, template))
+    check_template(template)
+    if judgment is not None and "{judgment}" not in template:
+        raise ValueError(f"template {template!r} has no {{judgment}} field, which CUT's judgment context needs")
+    return template.format(prompt=_single_instruction(prompt, "custom"), judgment=judgment or "")

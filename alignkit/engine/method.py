@@ -1,53 +1,95 @@
-"""The base of methods that train on prompt + completion sequences.
+"""The contract between a training method and the engine, and the base class methods build on.
 
-A method module under `alignkit/trainers/` defines `Args` (its validated `method_args`), a pure loss
-function, and `Method(args, tokenizer, data)` with:
+A method module under `alignkit/trainers/` (or any importable module named by `method:` in a recipe)
+defines `Args` (a pydantic model validating `method_args`), a pure loss function, and
+`Method(args, tokenizer, data)`, a `CompletionMethod` subclass, with:
 
-- `record_type`: the record kind it trains on; `reference_keys`: the per-example values a frozen
-  reference supplies (empty when none);
-- `select_records(records) -> records`: a one-off selection before training (e.g. CUT's Align-P
-  downsampling); the default keeps every record;
-- `augment_records(records, recipe, split) -> records`: add what the records lack and a model must
-  produce before training (e.g. D²O's self-generated samples); the default returns them unchanged;
-- `training_callbacks(recipe) -> list`: `transformers.TrainerCallback`s the method needs during
-  training (e.g. D²O's online re-sampling); none by default;
+- `record_type`: the record kind it trains on (a preference pair can stand in for a negatives-only record);
+- `signals(recipe) -> list[Signal]`: the frozen signals it needs (`alignkit.engine.signals`), each with
+  the model that produces it; the engine computes, caches and hands them over (none by default);
+- `select_records(records) -> records`: a one-off selection before training (e.g. CUT's downsampling);
 - `build_example(record) -> dict` of token-id lists (fields ending in `_ids`) and a `length`;
+  record-level signals (samples, rewards) are in `self.signal_values` by then;
+- `sequences(example) -> {name: (prompt_ids, completion_ids)}`: the completions a `TokenTopK` signal
+  may name (only methods that declare one);
 - `collate(examples) -> batch`; `sequence_outputs(model, batch) -> dict` of per-sequence tensors;
-- `loss(outputs, reference) -> (loss, per-example metrics)`.
+- `loss(outputs, reference) -> (loss, per-example metrics)`, `reference` holding every `SequenceLogps`
+  key (precomputed or live);
+- optional: `trainer_class` (a `transformers.Trainer` subclass taking AlignTrainer's arguments; default
+  `AlignTrainer`), `rollout(model, batch, context) -> batch` (on-policy: called on every batch before the
+  loss, to sample from the current policy and score; see `alignkit.engine.sampling.PolicySampler`), and
+  `training_callbacks(recipe) -> list[TrainerCallback]`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from alignkit.engine.batching import PromptCompletionTokenizer, rows_to_batch
-from alignkit.engine.logprobs import batch_token_logprobs, per_sequence_sum
+from alignkit.data.tokenization import PromptCompletionTokenizer
+from alignkit.engine.signals import SequenceLogps
+from alignkit.modeling.batching import rows_to_batch
+from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum
+
+
+class MethodArgs(BaseModel):
+    """Settings every method has; a method's `Args` subclasses this (or `ReferenceArgs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    logprob_chunk_size: int | None = Field(256, gt=0, description="sequence chunk over which the LM head runs when "
+                                           "computing log-probs ([batch x chunk x vocab] logits at a time); None uses the "
+                                           "model's full logits (needed for heads that soft-cap or scale logits)")
+
+
+class ReferenceArgs(MethodArgs):
+    """Settings of methods anchored to a frozen reference policy (DPO, D²O, ...)."""
+
+    reference: Literal["precompute", "model", "adapter"] = Field(
+        "precompute", description="how reference log-probs are obtained: precompute (once, cached on disk by content, "
+        "reused across runs), model (a frozen copy runs live, sharded like the policy under ZeRO-3), adapter (the LoRA "
+        "policy with its adapter disabled)")
+    reference_model: str | None = Field(None, description="a separate reference model (default: the policy's initial "
+                                        "weights), loaded with the recipe's load settings (dtype, quantization, attention)")
+
+    def reference_signal(self, recipe: Any, keys: Sequence[str], model: str | None = None,
+                         options: Sequence[tuple[str, Any]] = ()) -> SequenceLogps:
+        """The `SequenceLogps` signal for `keys` under the reference (`model` overrides `reference_model`)."""
+        from alignkit.modeling.loading import frozen_settings
+
+        return SequenceLogps(tuple(keys), frozen_settings(recipe.model, model or self.reference_model), self.reference,
+                             options=tuple(options))
 
 
 class CompletionMethod:
-    """Tokenisation, batching and summed completion log-probs shared by the methods."""
+    """Tokenisation, batching, signal access and summed completion log-probs shared by the methods."""
 
-    reference_keys: tuple[str, ...] = ()
+    record_type: type = object
+    trainer_class: type | None = None
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
         self.args = args
         self.tokens = PromptCompletionTokenizer(tokenizer, data.template, data.max_length, data.max_prompt_length)
         self.pad_id = tokenizer.pad_token_id
         self.packing = data.packing
+        self.signal_values: dict[str, Any] = {}  # filled by the engine: name -> samples, rewards or a TopKStore
+
+    def signals(self, recipe: Any) -> list[Any]:
+        """The frozen signals this method needs (none unless a method overrides this)."""
+        return []
 
     def select_records(self, records: list[Any]) -> list[Any]:
         """Records to train on (all of them unless a method overrides this)."""
         return records
 
-    def augment_records(self, records: list[Any], recipe: Any, split: str) -> list[Any]:
-        """Records with anything generated before training added (none unless a method overrides this)."""
-        return records
-
     def training_callbacks(self, recipe: Any) -> list[Any]:
         """TrainerCallbacks this method adds to training (none unless a method overrides this)."""
         return []
+
+    def sequences(self, example: dict[str, Any]) -> dict[str, tuple[list[int], list[int]]]:
+        """The example's named (prompt ids, completion ids) sequences, for `TokenTopK` signals."""
+        raise NotImplementedError(f"{type(self).__module__} declares a TokenTopK signal but defines no sequences(example)")
 
     def batch(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
         """(prompt, completion) rows as a padded or packed batch."""
@@ -55,14 +97,21 @@ class CompletionMethod:
 
     def batch_with_reference(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
                              examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """`batch(rows)` plus each `ref_<key>` the examples carry (precomputed reference values, one per example)."""
+        """`batch(rows)` plus every precomputed `ref_<key>` the examples carry (one value per example)."""
         batch = self.batch(rows)
-        for key in self.reference_keys:
-            if f"ref_{key}" in examples[0]:
-                batch[f"ref_{key}"] = torch.tensor([e[f"ref_{key}"] for e in examples], dtype=torch.float32)
+        for key in examples[0]:
+            if key.startswith("ref_"):
+                batch[key] = torch.tensor([e[key] for e in examples], dtype=torch.float32)
         return batch
+
+    def topk_rows(self, name: str, examples: list[dict[str, Any]], completions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A `TokenTopK` signal for `completions` of each example (all of the first completion, then the next,
+        ...: the row order of `collate`), padded in `completion_matrix` layout, keys prefixed `<name>_`."""
+        store = self.signal_values[name]
+        pairs = [(e["example_index"], c) for c in completions for e in examples]
+        return {f"{name}_{k}": v for k, v in store.rows(pairs).items()}
 
     def completion_logps(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs and completion token counts, one per sequence of the batch."""
-        logps, mask = batch_token_logprobs(model, batch, getattr(self.args, "logprob_chunk_size", 256))
+        logps, mask = batch_token_logprobs(model, batch, self.args.logprob_chunk_size)
         return per_sequence_sum(logps, mask, batch), per_sequence_sum(mask.to(logps.dtype), mask, batch)

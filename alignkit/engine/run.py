@@ -1,22 +1,26 @@
-"""`train(recipe)` and `prepare(recipe)`: the one path from a validated recipe to a checkpoint.
+"""`prepare(recipe)` and `train(recipe)`: the one path from a validated recipe to a checkpoint.
 
-recipe -> records -> method examples -> cached reference signals -> AlignTrainer -> checkpoint,
-with a before/after evaluation and a summary table at the end.
+recipe -> records -> record-level signals (samples, rewards) -> method examples -> example-level
+signals (reference log-probs, teacher top-k) -> AlignTrainer (or the method's trainer class) ->
+checkpoint, with a before/after evaluation and a summary table at the end.
+
+The engine names no method and reads no method setting by name: it asks the method for its record
+type, its signals and its trainer class, and hands each signal's values back to it.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import Recipe
+from alignkit.config import Recipe, method_module
 from alignkit.data.loaders import load_records
 from alignkit.data.records import NegativeOnly, to_negative
-from alignkit.trainers import METHODS
+from alignkit.distributed import cpu_multiprocess, distributed_state
+from alignkit.engine.signals import Rewards, Samples, SequenceLogps, SignalReport, TokenTopK
 
 log = logging.getLogger("alignkit")
 PROBE_EXAMPLES = 64  # train examples used for before/after evaluation when the recipe has no eval set
@@ -32,6 +36,8 @@ class Prepared:
     train_examples: list[dict[str, Any]]
     eval_examples: list[dict[str, Any]]
     eval_name: str
+    signals: list[Any] = field(default_factory=list)
+    signal_report: SignalReport = field(default_factory=SignalReport)
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,111 +74,118 @@ def _records_for(method: Any, paths: list[str], recipe: Recipe) -> tuple[list[An
     return records, result.summary()
 
 
-def build(recipe: Recipe) -> Prepared:
-    """Load tokenizer, method and data, and turn records into token examples."""
-    from alignkit.engine.model_loading import load_tokenizer
+def load_method(recipe: Recipe, tokenizer: Any) -> Any:
+    """The recipe's method object."""
+    return method_module(recipe.method).Method(recipe.method_settings(), tokenizer, recipe.data)
+
+
+def build(recipe: Recipe, compute_signals: bool = True) -> Prepared:
+    """Load tokenizer, method and data; compute (or reuse) the method's signals; turn records into examples."""
+    from alignkit.modeling.loading import load_tokenizer
 
     tokenizer = load_tokenizer(recipe.model)
-    module = importlib.import_module(METHODS[recipe.method])
-    method = module.Method(recipe.method_settings(), tokenizer, recipe.data)
+    method = load_method(recipe, tokenizer)
     records, note = _records_for(method, recipe.data.train, recipe)
     notes = [f"train data: {note}"]
     selected = method.select_records(records)
     if len(selected) != len(records):
         notes.append(f"train data: {recipe.method} kept {len(selected)} of {len(records)} records (method's selection, e.g. CUT's Align-P downsampling)")
         records = selected
-    records = method.augment_records(records, recipe, "train")
-    train_examples = [method.build_example(r) for r in records]
+    eval_records: list[Any] = []
     if recipe.data.eval:
         eval_records, eval_note = _records_for(method, recipe.data.eval, recipe)
         notes.append(f"eval data: {eval_note}")
-        eval_records = method.augment_records(eval_records, recipe, "eval")
-        eval_examples, eval_name = [method.build_example(r) for r in eval_records], "eval set"
+    signals = method.signals(recipe)
+    prep = Prepared(recipe, method, tokenizer, [], [], "", signals, notes=notes)
+    if compute_signals:
+        _record_signals(prep, records + eval_records)
+    prep.train_examples = [method.build_example(r) for r in records]
+    if eval_records:
+        prep.eval_examples, prep.eval_name = [method.build_example(r) for r in eval_records], "eval set"
     else:
-        eval_examples, eval_name = train_examples[:PROBE_EXAMPLES], f"first {min(PROBE_EXAMPLES, len(train_examples))} train examples"
-    return Prepared(recipe, method, tokenizer, train_examples, eval_examples, eval_name, notes)
+        prep.eval_examples = prep.train_examples[:PROBE_EXAMPLES]
+        prep.eval_name = f"first {len(prep.eval_examples)} train examples"
+    tokenization = method.tokens.report()
+    if tokenization:
+        notes.append(f"tokenisation: {tokenization}")
+    for i, ex in enumerate(_all_examples(prep)):
+        ex["example_index"] = i
+    if compute_signals:
+        _example_signals(prep)
+    return prep
 
 
-def deepspeed_on_cpu() -> bool:
-    """True in a multi-process DeepSpeed launch on a machine without CUDA."""
-    import os
-
-    import torch
-
-    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    return launched and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+def _all_examples(prep: Prepared) -> list[dict[str, Any]]:
+    """Train then eval examples, each once (without an eval set the probe examples are train examples)."""
+    if prep.eval_name == "eval set":
+        return prep.train_examples + prep.eval_examples
+    return prep.train_examples
 
 
-def distributed_state() -> Any:
-    """The process group state, created once.
+def _record_signals(prep: Prepared, records: list[Any]) -> None:
+    from alignkit.engine.signals import compute_rewards, compute_samples
 
-    accelerate gives DeepSpeed no backend when there is no CUDA and then reports a single process,
-    although DeepSpeed runs several over gloo; ZeRO-3 on CPU then fails its batch-size check. Passing
-    gloo explicitly here (and `use_configured_state` to TrainingArguments) gives the true world size.
-    """
-    from accelerate import PartialState
+    method, report = prep.method, prep.signal_report
+    declared = {s.name: s for s in prep.signals if isinstance(s, Samples)}
+    for signal in prep.signals:
+        if isinstance(signal, Samples):
+            method.signal_values[signal.name] = compute_samples(signal, records, prep.recipe, report)
+        elif isinstance(signal, Rewards):
+            if signal.samples not in method.signal_values:
+                raise ValueError(f"Rewards signal {signal.name!r} scores samples {signal.samples!r}, which are not declared before it")
+            method.signal_values[signal.name] = compute_rewards(signal, method.signal_values[signal.samples],
+                                                                declared[signal.samples], report)
 
-    return PartialState(backend="gloo") if deepspeed_on_cpu() else PartialState()
 
+def _example_signals(prep: Prepared) -> None:
+    from alignkit.engine.signals import compute_sequence_logps, compute_token_topk
 
-def ensure_reference(prep: Prepared) -> str:
-    """Attach cached reference values to train/eval examples, computing and caching them on a miss.
-
-    On a miss the local main process computes them with the frozen reference (the policy's initial
-    weights unless `method_args.reference_model` names another model) while the others wait; every
-    process then reads the same file. Returns a line for the summary.
-    """
-    from alignkit.config import ModelSettings
-    from alignkit.engine.model_loading import load_causal_lm, model_fingerprint
-    from alignkit.engine.reference import ReferenceLogprobCache, attach_reference, compute_reference
-
-    method, recipe = prep.method, prep.recipe
-    keys = method.reference_keys
-    ref_settings = recipe.model
-    if getattr(method.args, "reference_model", None):
-        ref_settings = ModelSettings(path=method.args.reference_model, dtype=recipe.model.dtype)
-    ref_settings = ref_settings.model_copy(update={"lora": None})
-    cache = ReferenceLogprobCache()
-    fingerprint = model_fingerprint(ref_settings)
-    state = distributed_state()
-    lines = []
-    for name, examples in (("train", prep.train_examples), ("eval", prep.eval_examples)):
-        key = cache.key(fingerprint, recipe.method, keys, examples)
-        values = cache.load(key)
-        if values is not None:
-            lines.append(f"{name}: reused reference cache {cache.path(key)} (no reference forward)")
-        else:
-            if state.is_local_main_process:
-                model = load_causal_lm(ref_settings, trainable=False)
-                t0 = time.perf_counter()
-                values = compute_reference(model, examples, method.collate, method.sequence_outputs, keys,
-                                           batch_size=recipe.training.per_device_eval_batch_size)
-                cache.save(key, values)
-                lines.append(f"{name}: computed reference for {len(examples)} examples in {time.perf_counter() - t0:.1f}s -> {cache.path(key)}")
-                del model
-            state.wait_for_everyone()
-            values = cache.load(key)
-        attach_reference(examples, values)
-    for line in lines:
-        log.info("reference %s", line)
-    return "; ".join(lines)
+    batch_size = prep.recipe.training.per_device_eval_batch_size
+    examples = _all_examples(prep)
+    for signal in prep.signals:
+        if isinstance(signal, SequenceLogps) and signal.route == "precompute":
+            compute_sequence_logps(signal, prep.method, examples, batch_size, prep.signal_report)
+        elif isinstance(signal, TokenTopK):
+            prep.method.signal_values[signal.name] = compute_token_topk(signal, prep.method, examples, batch_size, prep.signal_report)
 
 
 def training_arguments(recipe: Recipe) -> Any:
     """`TrainingArguments` from the recipe's training section plus what the engine needs."""
-    from transformers import TrainingArguments
-
     import torch
+    from transformers import TrainingArguments
 
     values = recipe.training.model_dump()
     # eval_on_start: the "before" evaluation runs inside the training loop. Calling evaluate() before train()
     # would make transformers build a DeepSpeed inference engine, after which ZeRO-3 training fails.
     values.update(remove_unused_columns=False, length_column_name="length", label_names=[], eval_on_start=True)
     values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
-    if deepspeed_on_cpu():
+    # Every parameter gets its gradient in backward, the LM head's through the chunked head that runs after the
+    # wrapped forward; DDP's unused-parameter search would wrongly mark an untied head unused.
+    values.setdefault("ddp_find_unused_parameters", False)  # true is refused when the recipe is validated
+    if cpu_multiprocess():  # gloo state for DDP and DeepSpeed without CUDA (see alignkit.distributed)
         distributed_state()
         values["accelerator_config"] = {**(values.get("accelerator_config") or {}), "use_configured_state": True}
     return TrainingArguments(**values)
+
+
+def live_references(prep: Prepared) -> list[Any]:
+    """The frozen models of the `SequenceLogps` signals computed live (route model), or the adapter route."""
+    from alignkit.engine.trainer import LiveReference
+    from alignkit.modeling.loading import load_causal_lm
+
+    live = []
+    for signal in prep.signals:
+        if isinstance(signal, SequenceLogps) and signal.route != "precompute":
+            model = load_causal_lm(signal.model, trainable=False) if signal.route == "model" else None
+            live.append(LiveReference(signal.keys, model))
+    return live
+
+
+def _reference_note(prep: Prepared) -> str:
+    routes = [f"{', '.join(s.keys)}: {s.route}" for s in prep.signals if isinstance(s, SequenceLogps)]
+    if not routes:
+        return "none (method uses no reference)"
+    return "; ".join(routes + prep.signal_report.lines)
 
 
 def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
@@ -180,27 +193,16 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     import datasets
     from transformers import set_seed
 
-    from alignkit.engine.model_loading import load_causal_lm
     from alignkit.engine.trainer import AlignTrainer
+    from alignkit.modeling.loading import load_causal_lm
 
     set_seed(recipe.training.seed)
-    prep = build(recipe)
-    route = getattr(prep.method.args, "reference", None)
-    reference_note = "none (method uses no reference)"
-    if prep.method.reference_keys and route == "precompute":
-        reference_note = ensure_reference(prep)
-    elif route:
-        reference_note = f"live ({route})"
-    args = training_arguments(recipe)  # before loading: under ZeRO-3 this makes from_pretrained shard
+    prep = build(recipe)  # signals first: under ZeRO-3, models loaded after TrainingArguments are sharded
+    args = training_arguments(recipe)
     model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=recipe.training.gradient_checkpointing)
-    ref_model = None
-    if route == "model":
-        from alignkit.config import ModelSettings
-
-        ref_path = prep.method.args.reference_model or recipe.model.path
-        ref_model = load_causal_lm(ModelSettings(path=ref_path, dtype=recipe.model.dtype), trainable=False)
-    trainer = AlignTrainer(
-        model=model, args=args, method=prep.method, reference=route or "precompute", ref_model=ref_model,
+    trainer_class = getattr(prep.method, "trainer_class", None) or AlignTrainer
+    trainer = trainer_class(
+        model=model, args=args, method=prep.method, live_references=live_references(prep),
         train_dataset=datasets.Dataset.from_list(prep.train_examples),
         eval_dataset=datasets.Dataset.from_list(prep.eval_examples),
         processing_class=prep.tokenizer, callbacks=prep.method.training_callbacks(recipe),
@@ -214,18 +216,14 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     seconds = time.perf_counter() - t0
     final = Path(recipe.training.output_dir) / "final"
     trainer.save_model(str(final))
-    after = _evaluate(trainer)
+    after = _strip_eval(trainer.evaluate())
     first_eval = next((h for h in trainer.state.log_history if "eval_loss" in h), {})
-    before = _strip_eval(first_eval)
     return TrainSummary(
         method=recipe.method, model=recipe.model.path, train_examples=len(prep.train_examples),
         eval_examples=len(prep.eval_examples), eval_name=prep.eval_name, steps=result.global_step,
-        seconds=seconds, before=before, after=after, checkpoint=str(final), reference=reference_note, notes=prep.notes,
+        seconds=seconds, before=_strip_eval(first_eval), after=after, checkpoint=str(final),
+        reference=_reference_note(prep), notes=prep.notes,
     )
-
-
-def _evaluate(trainer: Any) -> dict[str, float]:
-    return _strip_eval(trainer.evaluate())
 
 
 def _strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
@@ -234,11 +232,13 @@ def _strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def prepare(recipe: Recipe) -> str:
-    """Compute (or confirm cached) reference signals for a recipe without training."""
+    """Compute (or confirm cached) every signal a recipe's method needs, without training."""
     prep = build(recipe)
-    if not prep.method.reference_keys:
-        return f"method {recipe.method!r} needs no reference signals"
-    return ensure_reference(prep)
+    if not prep.signals:
+        return f"method {recipe.method!r} needs no frozen signals"
+    live = [f"{', '.join(s.keys)}: computed live during training (route {s.route})"
+            for s in prep.signals if isinstance(s, SequenceLogps) and s.route != "precompute"]
+    return "\n".join(prep.signal_report.lines + live + [n for n in prep.notes if n.startswith("tokenisation")])
 
 
 def format_summary(summary: TrainSummary) -> Any:

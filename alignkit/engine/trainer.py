@@ -1,11 +1,16 @@
 """`AlignTrainer`: a `transformers.Trainer` that runs any alignkit method.
 
-A method supplies `collate`, `sequence_outputs(model, batch)` and a pure `loss(outputs, ref)`. The
-engine supplies the reference signals by one of three routes and keeps metrics:
+A method supplies `collate`, `sequence_outputs(model, batch)` and a pure `loss(outputs, reference)`.
+The engine supplies the reference values of each `SequenceLogps` signal by its route:
 
-- `precompute`: reference values were computed before training and ride in the batch as `ref_*`;
-- `model`: a separate frozen reference model runs under `no_grad`;
+- `precompute`: computed before training, they ride in the batch as `ref_<key>`;
+- `model`: a frozen model runs under `no_grad` (prepared like the policy: sharded under ZeRO-3);
 - `adapter`: the policy itself with its LoRA adapter disabled.
+
+On-policy methods define `rollout(model, batch, context)`: it is called on every batch before the loss
+(training and evaluation), with a `RolloutContext` (the global step, the accelerator, whether the model
+trains), and returns the batch to score, e.g. completions sampled from the current policy through a
+`PolicySampler` and their rewards.
 
 Metrics are per-example tensors [B] (NaN where a metric does not apply to an example, so shapes match
 across processes). They are summed over every micro-batch since the last log and reduced across
@@ -17,29 +22,45 @@ duplicates to even out the last batch, so they equal a single-process evaluation
 from __future__ import annotations
 
 import collections
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from transformers import Trainer
 
 
+@dataclass
+class LiveReference:
+    """Reference values computed during training: `keys` of `sequence_outputs` under `model` (or the
+    adapter-disabled policy when `model` is None)."""
+
+    keys: tuple[str, ...]
+    model: Any = None
+
+
+@dataclass
+class RolloutContext:
+    """What an on-policy `rollout` may need from the trainer."""
+
+    step: int
+    accelerator: Any
+    training: bool
+    trainer: Any
+
+
 class AlignTrainer(Trainer):
     """Trainer for alignkit methods (no TRL private hooks are used or overridden)."""
 
-    def __init__(self, *args: Any, method: Any, reference: str = "precompute", ref_model: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, method: Any, live_references: Sequence[LiveReference] = (), **kwargs: Any) -> None:
         kwargs.setdefault("data_collator", method.collate)
         super().__init__(*args, **kwargs)
         self.method = method
-        self.reference_route = reference
-        self.ref_model = ref_model
         # The loss is a per-batch mean; let the Trainer divide it by the accumulation steps.
         self.loss_is_scaled_for_ga = False
         self._metric_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._metric_counts: dict[str, collections.Counter] = {"train": collections.Counter(), "eval": collections.Counter()}
-        if reference == "model" and ref_model is None:
-            raise ValueError("reference route 'model' needs a ref_model")
-        if ref_model is not None:
-            self.ref_model = self._prepare_ref_model(ref_model)
+        self.live_references = [LiveReference(r.keys, self._prepare_ref_model(r.model) if r.model is not None else None)
+                                for r in live_references]
 
     def _prepare_ref_model(self, ref_model: Any) -> Any:
         if self.is_deepspeed_enabled:
@@ -49,28 +70,26 @@ class AlignTrainer(Trainer):
         return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
     def reference_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Reference values for this batch by the configured route."""
-        keys = self.method.reference_keys
-        if not keys:  # the method uses no reference (SFT, CUT)
-            return {}
-        if self.reference_route == "precompute":
-            missing = [k for k in keys if f"ref_{k}" not in batch]
-            if missing:
-                raise KeyError(f"batch lacks precomputed reference values {missing}; run `alignkit prepare` first")
-            return {k: batch[f"ref_{k}"] for k in keys}
-        with torch.no_grad():
-            if self.reference_route == "adapter":
-                unwrapped = self.accelerator.unwrap_model(model)
-                if not hasattr(unwrapped, "disable_adapter"):
-                    raise ValueError("reference route 'adapter' needs a LoRA (PEFT) policy; set model.lora or use another route")
-                with unwrapped.disable_adapter():
-                    out = self.method.sequence_outputs(model, batch)
-            else:
-                out = self.method.sequence_outputs(self.ref_model, batch)
-        return {k: out[k].detach() for k in keys}
+        """Every reference value of this batch: precomputed ones from the batch, live ones computed now."""
+        ref = {k[len("ref_"):]: v for k, v in batch.items() if k.startswith("ref_")}
+        for live in self.live_references:
+            with torch.no_grad():
+                if live.model is not None:
+                    out = self.method.sequence_outputs(live.model, batch)
+                else:
+                    unwrapped = self.accelerator.unwrap_model(model)
+                    if not hasattr(unwrapped, "disable_adapter"):
+                        raise ValueError("reference route 'adapter' needs a LoRA (PEFT) policy; set model.lora or use another route")
+                    with unwrapped.disable_adapter():
+                        out = self.method.sequence_outputs(model, batch)
+            ref.update({k: out[k].detach() for k in live.keys})
+        return ref
 
-    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
         """The method's loss on this batch; per-example metrics are accumulated for logging."""
+        rollout = getattr(self.method, "rollout", None)
+        if rollout is not None:
+            inputs = rollout(model, inputs, RolloutContext(self.state.global_step, self.accelerator, model.training, self))
         ref = self.reference_outputs(model, inputs)
         out = self.method.sequence_outputs(model, inputs)
         loss, metrics = self.method.loss(out, ref)
@@ -118,4 +137,3 @@ class AlignTrainer(Trainer):
         metrics = self._drain_metrics(mode)
         logs.update({(f"eval_{n}" if mode == "eval" else n): v for n, v in metrics.items()})
         super().log(logs, start_time)
-

@@ -21,7 +21,7 @@ def count_parameters(model: str) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from alignkit.engine.model_loading import resolve_model_path
+    from alignkit.modeling.loading import resolve_model_path
 
     config = AutoConfig.from_pretrained(resolve_model_path(model))
     with torch.device("meta"):
@@ -42,20 +42,22 @@ def choose_backend(model: str) -> str:
     return "vllm" if count_parameters(model) >= CPU_VLLM_MIN_PARAMS else "hf"
 
 
-def load_generator(model: str, backend: str = "auto", template: str = "chat", **options: Any) -> Any:
-    """A `Generator` for `model`: a model folder or `tiny:<size>` (hf/vllm), or an endpoint URL (openai).
+def load_generator(model: Any, backend: str = "auto", template: str = "chat", **options: Any) -> Any:
+    """A `Generator` for `model`: a model folder, `tiny:<size>` or `ModelSettings` (hf/vllm), or an endpoint
+    URL (openai).
 
     `options` go to the backend: `batch_size`/`dtype` (hf), engine arguments (vllm), `model_name`,
     `api_key`, `concurrency`, `timeout`, `max_retries` (openai).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown generation backend {backend!r}; known: {', '.join(BACKENDS)}")
-    if backend == "openai" or (backend == "auto" and str(model).startswith(("http://", "https://"))):
+    if backend == "openai" or (backend == "auto" and isinstance(model, str) and model.startswith(("http://", "https://"))):
         from alignkit.generation.openai_client import OpenAIGenerator
 
+        options.pop("max_prompt_length", None)  # the server renders and tokenises the prompt
         return OpenAIGenerator(model, template=template, **options)
     if backend == "auto":
-        backend = choose_backend(model)
+        backend = choose_backend(getattr(model, "path", model))
         logger.info("generation backend for %s: %s", model, backend)
     if backend == "vllm":
         from alignkit.generation.vllm_engine import VLLMGenerator, vllm_available

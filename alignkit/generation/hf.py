@@ -12,34 +12,36 @@ from typing import Any, Sequence
 import torch
 
 from alignkit.data.records import Prompt
-from alignkit.data.templates import render_prompt
-from alignkit.engine.batching import pad_rows
-from alignkit.engine.logprobs import sequence_token_logprobs
+from alignkit.data.tokenization import encode_prompt
 from alignkit.generation.base import Completion, GenerationResult, SamplingParams
+from alignkit.modeling.batching import pad_rows
+from alignkit.modeling.logprobs import sequence_token_logprobs
 
 
 class HFGenerator:
     """Generate with a transformers causal LM."""
 
-    def __init__(self, model: Any, tokenizer: Any, template: str = "chat", batch_size: int = 32) -> None:
+    def __init__(self, model: Any, tokenizer: Any, template: str = "chat", batch_size: int = 32,
+                 max_prompt_length: int | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.batch_size = batch_size
+        self.max_prompt_length = max_prompt_length
 
     @classmethod
-    def from_pretrained(cls, path: str, template: str = "chat", batch_size: int = 32, dtype: str = "float32") -> "HFGenerator":
-        """Load a model folder (or `tiny:<size>`) for generation."""
+    def from_pretrained(cls, path: Any, template: str = "chat", batch_size: int = 32, dtype: str = "float32",
+                        max_prompt_length: int | None = None) -> "HFGenerator":
+        """Load a model folder, `tiny:<size>` or `ModelSettings` (quantization, attention...) for generation."""
         from alignkit.config import ModelSettings
-        from alignkit.engine.model_loading import load_causal_lm, load_tokenizer
+        from alignkit.modeling.loading import load_causal_lm, load_tokenizer
 
-        settings = ModelSettings(path=path, dtype=dtype)
-        return cls(load_causal_lm(settings, trainable=False), load_tokenizer(settings), template, batch_size)
+        settings = path if isinstance(path, ModelSettings) else ModelSettings(path=path, dtype=dtype)
+        return cls(load_causal_lm(settings, trainable=False), load_tokenizer(settings), template, batch_size, max_prompt_length)
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a rendered prompt."""
-        text = render_prompt(prompt, self.template, self.tokenizer)
-        return self.tokenizer(text, add_special_tokens=self.template != "chat")["input_ids"]
+        """Token ids of a rendered prompt, left-truncated as in training (`alignkit.data.tokenization`)."""
+        return encode_prompt(self.tokenizer, prompt, self.template, self.max_prompt_length)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:

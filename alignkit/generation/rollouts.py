@@ -10,31 +10,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from alignkit.data.records import Prompt
+from alignkit.cache import atomic_path, cache_dir
+from alignkit.data.records import Prompt, prompt_json
 from alignkit.generation.base import GenerationResult, Generator, SamplingParams
-from alignkit.gym.tiny_model import cache_dir
+
+log = logging.getLogger("alignkit")
 
 
-def rollout_key(model_id: str, backend: str, template: str, prompts: Sequence[Prompt], params: SamplingParams) -> str:
-    """Cache key: model identity (weights fingerprint or endpoint+name), backend, template, prompts, sampling."""
-    payload = json.dumps([model_id, backend, template, list(prompts), asdict(params)], sort_keys=True, default=str)
+def rollout_key(model_id: str, backend: str, template: str, prompts: Sequence[Prompt], params: SamplingParams,
+                max_prompt_length: int | None = None) -> str:
+    """Cache key: model identity (weights fingerprint or endpoint+name), backend, template, prompt truncation,
+    prompts, sampling."""
+    payload = json.dumps([model_id, backend, template, max_prompt_length, [prompt_json(p) for p in prompts], asdict(params)],
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def model_identity(model: str) -> str:
-    """A model folder's weights fingerprint (an endpoint URL is its own identity)."""
+def model_identity(model: Any) -> str:
+    """A model's fingerprint (a folder, `tiny:<size>` or `ModelSettings`); an endpoint URL is its own identity."""
+    from alignkit.config import ModelSettings
+    from alignkit.modeling.loading import model_fingerprint
+
+    if isinstance(model, ModelSettings):
+        return model_fingerprint(model)
     if model.startswith(("http://", "https://")):
         return model
-    from alignkit.config import ModelSettings
-    from alignkit.engine.model_loading import model_fingerprint
-
     return model_fingerprint(ModelSettings(path=model))
 
 
@@ -63,20 +69,28 @@ def result_rows(rows: Sequence[dict[str, Any]], results: Sequence[GenerationResu
     for row, result in zip(rows, results):
         completions = [{"text": c.text, "token_ids": c.token_ids, "logprobs": c.logprobs, "logprob": c.logprob,
                         "finish_reason": c.finish_reason} for c in result.completions]
-        out.append({**row, "completions": completions})
+        out.append({**row, "prompt": prompt_json(row["prompt"]), "completions": completions})
     return out
 
 
 def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    """Write rows atomically (temp file + rename; no temp file is left behind on failure)."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return Path(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]] | None:
+    """Rows of a cached JSONL file, or None (with a warning naming the file) when it cannot be read."""
+    try:
+        with Path(path).open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("cache file %s is unreadable (%s); computing it again", path, err)
+        return None
 
 
 def read_prompt_rows(path: str | Path, fmt: str | None = None) -> list[dict[str, Any]]:
@@ -91,25 +105,39 @@ def read_prompt_rows(path: str | Path, fmt: str | None = None) -> list[dict[str,
     out = []
     for i, record in enumerate(records):
         extras = {k: raw[i][k] for k in ("family", "id") if keep and k in raw[i]}
-        out.append({"prompt": to_prompt(record).prompt, **extras})
+        out.append({"prompt": prompt_json(to_prompt(record).prompt), **extras})
     return out
 
 
-def rollouts(model: str, prompt_rows: Sequence[dict[str, Any]], params: SamplingParams, backend: str = "auto",
+def rollouts(model: Any, prompt_rows: Sequence[dict[str, Any]], params: SamplingParams, backend: str = "auto",
              template: str = "chat", cache: bool = True, make_generator: Callable[[], Generator] | None = None,
-             **options: Any) -> list[dict[str, Any]]:
-    """Sample completions for every prompt row, from the cache when this exact request was sampled before."""
+             max_prompt_length: int | None = None, load_only: bool = False, **options: Any) -> list[dict[str, Any]] | None:
+    """Sample completions for every prompt row, from the cache when this exact request was sampled before.
+
+    `model` is a folder, `tiny:<size>`, `ModelSettings` (the recipe's load settings) or an endpoint URL;
+    prompts are left-truncated to `max_prompt_length` tokens exactly as in training. With `load_only`
+    a cache miss returns None instead of sampling."""
+    from alignkit.config import ModelSettings
     from alignkit.generation.backends import choose_backend, load_generator
 
-    if backend == "auto" and not model.startswith(("http://", "https://")):
-        backend = choose_backend(model)
+    remote = isinstance(model, str) and model.startswith(("http://", "https://"))
+    if backend == "auto" and not remote:
+        backend = choose_backend(model.path if isinstance(model, ModelSettings) else model)
     prompts = [r["prompt"] for r in prompt_rows]
-    key = rollout_key(model_identity(model), backend, template, prompts, params)
+    key = rollout_key(model_identity(model), backend, template, prompts, params, max_prompt_length)
     cached = cache_dir() / "rollouts" / f"{key}.jsonl"
-    if cache and cached.is_file():
-        with cached.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh]
-    generator = make_generator() if make_generator else load_generator(model, backend, template, **options)
+    if cache:
+        rows = read_jsonl(cached)
+        if rows is not None and len(rows) == len(prompt_rows):
+            return rows
+    if load_only:
+        return None
+    if make_generator:
+        generator = make_generator()
+    else:
+        if max_prompt_length is not None and not remote:
+            options["max_prompt_length"] = max_prompt_length
+        generator = load_generator(model, backend, template, **options)
     rows = result_rows(prompt_rows, generate_with_progress(generator, prompts, params))
     if cache:
         write_jsonl(cached, rows)

@@ -72,7 +72,7 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
           lora_modules: Sequence[str] = (), served_name: str | None = None, extra_args: Sequence[str] = (),
           startup_timeout: float = 900.0) -> int:
     """Serve until SIGINT/SIGTERM; return the exit code."""
-    from alignkit.engine.model_loading import resolve_model_path
+    from alignkit.modeling.loading import resolve_model_path
 
     path = resolve_model_path(model)
     name = served_name or model

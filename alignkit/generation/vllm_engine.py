@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from alignkit.data.records import Prompt
-from alignkit.data.templates import render_prompt
+from alignkit.data.tokenization import encode_prompt
 from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams
 
 
@@ -60,13 +60,21 @@ class VLLMGenerator:
     def __init__(self, model: str, template: str = "chat", dtype: str = "auto", tensor_parallel_size: int = 1,
                  seed: int = 0, max_model_len: int | None = None, enforce_eager: bool = False,
                  enable_lora: bool = False, gpu_memory_utilization: float | None = None, show_progress: bool = False,
-                 **engine_kwargs: Any) -> None:
+                 max_prompt_length: int | None = None, **engine_kwargs: Any) -> None:
         from alignkit.config import ModelSettings
-        from alignkit.engine.model_loading import load_tokenizer, resolve_model_path
+        from alignkit.modeling.loading import load_tokenizer, resolve_model_path
 
-        self.model_path = resolve_model_path(model)
+        settings = model if isinstance(model, ModelSettings) else ModelSettings(path=model)
+        if settings.quantization is not None:
+            raise GenerationError("the vLLM backend does not take bitsandbytes settings; use backend hf for a quantised sampler")
+        if settings.revision is not None:
+            engine_kwargs.setdefault("revision", settings.revision)
+        if dtype == "auto" and settings.dtype != "auto":
+            dtype = settings.dtype
+        self.model_path = resolve_model_path(settings.path)
         self.template = template
-        self.tokenizer = load_tokenizer(ModelSettings(path=self.model_path))
+        self.max_prompt_length = max_prompt_length
+        self.tokenizer = load_tokenizer(settings.model_copy(update={"path": self.model_path}))
         self.show_progress = show_progress
         configure_environment()
         from vllm import LLM
@@ -88,9 +96,8 @@ class VLLMGenerator:
             raise GenerationError(f"vLLM could not start for {self.model_path} ({kwargs}): {exc}") from exc
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a rendered prompt (identical to the HF backend's)."""
-        text = render_prompt(prompt, self.template, self.tokenizer)
-        return self.tokenizer(text, add_special_tokens=self.template != "chat")["input_ids"]
+        """Token ids of a rendered prompt, left-truncated as in training (identical to the HF backend's)."""
+        return encode_prompt(self.tokenizer, prompt, self.template, self.max_prompt_length)
 
     def _params(self, params: SamplingParams, seed: int | None) -> Any:
         from vllm import SamplingParams as VSamplingParams

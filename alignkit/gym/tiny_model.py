@@ -8,11 +8,13 @@ name `tiny:<size>` as their model; it is built once into the local cache and reu
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+
+from alignkit.cache import cache_dir
+from alignkit.gym.shapes import SIZES, TinySize  # noqa: F401  (re-exported)
 
 CORPUS = Path(__file__).with_name("tokenizer_corpus.txt")
 FACTORY_VERSION = "1"  # bump when the factory's output changes, so cached models are rebuilt
@@ -21,25 +23,6 @@ CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-
-@dataclass(frozen=True)
-class TinySize:
-    """Shape of a tiny Llama. head_dim = hidden / heads stays >= 32 (vLLM's CPU kernels need it)."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    vocab_size: int = 1024
-
-
-SIZES: dict[str, TinySize] = {
-    "xs": TinySize(64, 2, 2, 128),
-    "s": TinySize(128, 4, 4, 256),
-    "m": TinySize(256, 6, 8, 688),
-    "100m": TinySize(768, 12, 12, 2048, vocab_size=4096),
-}
 
 
 def train_tokenizer(vocab_size: int = 1024):
@@ -99,11 +82,6 @@ def build_tiny_model(out: str | Path, size: str = "xs", seed: int = 0, classifie
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
         ).save_pretrained(out)
     return out
-
-
-def cache_dir() -> Path:
-    """Where alignkit keeps built models and cached signals (ALIGNKIT_CACHE, else ~/.cache/alignkit)."""
-    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
 
 
 def resolve_tiny(spec: str, seed: int = 0) -> Path:

@@ -58,7 +58,7 @@ class JudgeCache:
     """Judge outputs on disk (SQLite): key -> raw output. Safe to share between threads."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from alignkit.gym.tiny_model import cache_dir
+        from alignkit.cache import cache_dir
 
         self.path = Path(path) if path else cache_dir() / "judge.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)

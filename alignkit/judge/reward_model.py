@@ -13,7 +13,7 @@ class RewardModelJudge:
     item's `reference` (the baseline's output): 1 if it scores higher, 0 if lower, 0.5 on an exact tie."""
 
     def __init__(self, path: str, mode: str = "pointwise", template: str = "chat", batch_size: int = 32) -> None:
-        from alignkit.generation.best_of_n import RewardModelScorer
+        from alignkit.scoring.reward_model import RewardModelScorer
 
         if mode not in ("pointwise", "pairwise"):
             raise ValueError(f"reward-model judge mode must be pointwise or pairwise, not {mode!r}")

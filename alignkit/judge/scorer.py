@@ -1,10 +1,15 @@
-"""A pointwise LLM judge as a best-of-N scorer: ratings on the judge's scale mapped to [0, 1]."""
+"""A pointwise LLM judge as a scorer (ratings on the judge's scale mapped to [0, 1]), and `make_scorer`,
+which builds any scorer by name: a reward model, the gym's gold reward, or such a judge."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 from alignkit.data.records import JudgeItem, Prompt
+from alignkit.scoring.base import Scorer
+
+SCORERS = ("reward-model", "judge", "gold")
 
 
 class JudgeScorer:
@@ -16,11 +21,33 @@ class JudgeScorer:
         url = model.startswith(("http://", "https://"))
         self.judge = make_judge("pointwise", model=None if url else model, endpoint=model if url else None,
                                 template=template, backend=backend, **options)
+        template_digest = hashlib.sha256(self.judge.template.encode()).hexdigest()[:16]
+        self.identity = f"judge:{self.judge.model_id}|{template_digest}|{self.judge.max_tokens}"
 
     def score(self, prompt: Prompt, completions: Sequence[str]) -> list[float]:
+        """The judge's rating of each completion, on [0, 1] (NaN when unparsed)."""
         from alignkit.data.templates import as_messages
 
         question = as_messages(prompt)[-1]["content"]
         low, high = self.judge.scale
         verdicts = self.judge.judge([JudgeItem(question=question, answer=c) for c in completions])
         return [float("nan") if v.value is None else (v.value - low) / (high - low) for v in verdicts]
+
+
+def make_scorer(kind: str, path: str | None = None, template: str = "chat", **options: Any) -> Scorer:
+    """A scorer by name: `reward-model` (needs a model path), `judge` (a judge model folder or endpoint), `gold`."""
+    if kind == "reward-model":
+        from alignkit.scoring.reward_model import RewardModelScorer
+
+        if not path:
+            raise ValueError("--scorer reward-model needs --reward-model PATH")
+        return RewardModelScorer(path, template, **options)
+    if kind == "gold":
+        from alignkit.scoring.gold import GoldScorer
+
+        return GoldScorer()
+    if kind == "judge":
+        if not path:
+            raise ValueError("--scorer judge needs --judge-model MODEL (a model folder or an endpoint URL)")
+        return JudgeScorer(path, **options)  # template/backend options go to the judge
+    raise ValueError(f"unknown scorer {kind!r}; known: {', '.join(SCORERS)}")

@@ -25,19 +25,20 @@ import random
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from alignkit.data.records import JudgmentTriple
-from alignkit.engine.logprobs import batch_token_logprobs, completion_matrix
-from alignkit.engine.method import CompletionMethod
+from alignkit.data.templates import render_prompt
+from alignkit.data.tokenization import truncate_prompt
+from alignkit.engine.method import CompletionMethod, MethodArgs
+from alignkit.modeling.logprobs import batch_token_logprobs, completion_matrix
 
 Combine = Literal["official_half", "sum"]
 
 
-class Args(BaseModel):
+class Args(MethodArgs):
     """`method_args` for CUT."""
 
-    model_config = ConfigDict(extra="forbid")
     threshold: float = Field(1.1, gt=0, description="λ: flag a token when p_N/p_M > λ (1.1 online, 1.2 Shepherd)")
     alpha: float = Field(1.0, ge=0, description="unlikelihood weight α (1.0 online, 0.5 Shepherd)")
     gamma: float = Field(0.0, ge=0, description="dynamic weight p_N^γ; 0 reproduces the official code")
@@ -45,7 +46,6 @@ class Args(BaseModel):
     positive_ratio: float | None = Field(0.25, gt=0, description="keep at most this many Align-P per negative; None keeps all")
     downsample_seed: int = 42
     misalign_judgment: str | None = Field(None, description="a fake positive judgment for the Misalign context (paper Table 1); None = plain template (official)")
-    logprob_chunk_size: int | None = Field(256, gt=0)
 
 
 def _log1m_exp(logp: torch.Tensor) -> torch.Tensor:
@@ -121,18 +121,33 @@ class Method(CompletionMethod):
         return downsample_positives(records, self.args.positive_ratio, self.args.downsample_seed)
 
     def build_example(self, record: JudgmentTriple) -> dict[str, Any]:
-        """Prompt ids per context and one shared response tokenisation (same ids under both contexts)."""
-        plain = self.tokens.encode_prompt(record.prompt, judgment=self.args.misalign_judgment)
+        """Prompt ids per context and one response tokenisation, shared by both contexts: the response is
+        tokenised jointly with the plain (inference) prompt, so its ids are those the model produces."""
+        tokens = self.tokens
+        plain_full, boundary, (response,) = tokens.joint(record.prompt, [record.output])
+        shift = len(plain_full) - boundary  # prompt tokens the tokenizer merged into the response (usually 0)
+
+        def context(judgment: str | None) -> list[int]:
+            ids = tokens.text_ids(render_prompt(record.prompt, tokens.template, tokens.tokenizer, judgment=judgment))
+            if shift and ids[len(ids) - shift:] != plain_full[boundary:]:
+                raise ValueError("CUT needs both contexts to end with the same template tokens; this template/tokenizer "
+                                 "merges the prompt's end into the response differently per context")
+            ids = ids[: len(ids) - shift]
+            if len(ids) > tokens.max_prompt_length:
+                tokens.stats["prompt_truncated"] += 1
+            return truncate_prompt(ids, tokens.max_prompt_length)
+
+        plain = context(self.args.misalign_judgment)
         if record.is_positive:
-            aligned = self.tokens.encode_prompt(record.prompt)
+            aligned = context(None)
             # Every example has the same fields (datasets takes its schema from the first one).
             example = {"aligned_prompt_ids": aligned, "misaligned_prompt_ids": [], "negative": False}
         else:
-            aligned = self.tokens.encode_prompt(record.prompt, judgment=record.judgment)
+            aligned = context(record.judgment)
             example = {"aligned_prompt_ids": aligned, "misaligned_prompt_ids": plain, "negative": True}
         # One budget for both contexts, so the response is truncated the same way on both sides.
-        budget = self.tokens.max_length - max(len(aligned), len(plain))
-        example["response_ids"] = self.tokens.encode_completion(record.output, budget)
+        budget = tokens.max_length - max(len(aligned), len(plain))
+        example["response_ids"] = tokens.truncate_completion(response + [tokens.tokenizer.eos_token_id], budget)
         example["length"] = len(aligned) + len(example["response_ids"])
         return example
 

@@ -10,25 +10,25 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from alignkit.data.records import PreferencePair
-from alignkit.engine.method import CompletionMethod
+from alignkit.engine.method import CompletionMethod, ReferenceArgs
 
 LossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 
 
-class Args(BaseModel):
-    """`method_args` for DPO."""
+class Args(ReferenceArgs):
+    """`method_args` for DPO (defaults: the DPO paper and TRL's `DPOConfig`)."""
 
-    model_config = ConfigDict(extra="forbid")
-    beta: float = Field(0.1, gt=0)
-    loss_type: LossType = "sigmoid"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    rpo_alpha: float | None = Field(None, ge=0, description="weight of the NLL on chosen (RPO); None disables it")
-    reference: Literal["precompute", "model", "adapter"] = "precompute"
-    reference_model: str | None = Field(None, description="path of a separate reference model (default: the policy's initial weights)")
-    logprob_chunk_size: int | None = Field(256, gt=0, description="sequence chunk for log-probs; None uses full logits")
+    beta: float = Field(0.1, gt=0, description="β, the KL strength of the implicit reward β·log(π/π_ref) "
+                        "(0.1 in the DPO paper and TRL)")
+    loss_type: LossType = Field("sigmoid", description="sigmoid (DPO paper), ipo (Azar et al.; length-averaged log-probs "
+                                "as in TRL), hinge (SLiC), robust (Chowdhury et al.'s unbiased noisy-label loss)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="ε, the assumed rate of flipped labels: conservative "
+                                   "DPO (cDPO) for sigmoid, the robust estimator for robust (0 in TRL)")
+    rpo_alpha: float | None = Field(None, ge=0, description="weight of the per-token NLL on chosen (RPO, Pang et al. "
+                                    "2024; 1.0 in the paper); None disables it (TRL's default)")
 
 
 def dpo_loss(
@@ -70,7 +70,10 @@ class Method(CompletionMethod):
     """DPO as an engine method: examples, collation, sequence log-probs and the loss with metrics."""
 
     record_type = PreferencePair
-    reference_keys = ("chosen_logps", "rejected_logps")
+
+    def signals(self, recipe: Any) -> list[Any]:
+        """Reference log-probs of chosen and rejected."""
+        return [self.args.reference_signal(recipe, ("chosen_logps", "rejected_logps"))]
 
     def build_example(self, record: PreferencePair) -> dict[str, Any]:
         """Token ids of the prompt and of both completions (truncated to fit)."""

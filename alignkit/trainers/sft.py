@@ -9,17 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-
 from alignkit.data.records import SFTExample
-from alignkit.engine.method import CompletionMethod
+from alignkit.engine.method import CompletionMethod, MethodArgs
 
 
-class Args(BaseModel):
-    """`method_args` for SFT."""
-
-    model_config = ConfigDict(extra="forbid")
-    logprob_chunk_size: int | None = Field(256, gt=0, description="sequence chunk for log-probs; None uses full logits")
+class Args(MethodArgs):
+    """`method_args` for SFT (only the shared settings)."""
 
 
 def sft_loss(token_logps_sum: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,7 @@
-"""Turning prompts and completions into padded token batches, shared by every method.
+"""Turning (prompt ids, completion ids) rows into token batches, shared by every method and the scorers.
 
-Completions are tokenised on their own and appended to the prompt's ids, so the same completion has
-the same ids under every context (CUT's Align-N and Misalign rows line up by position). Prompts are
-truncated from the left (the completion stays whole where it fits).
-
-Two batch layouts, both carrying `sequence_index` (which sequence each token belongs to):
+Tokenisation itself (one rule for training and sampling) is `alignkit.data.tokenization`. Two batch
+layouts, both carrying `sequence_index` (which sequence each token belongs to):
 - padded: one sequence per row, right-padded to a multiple of 8, with an attention mask;
 - packed (padding-free): all sequences in one row with restarting `position_ids` and no attention
   mask. transformers then builds block-diagonal causal attention (flash-attention varlen on GPU;
@@ -13,45 +10,11 @@ Two batch layouts, both carrying `sequence_index` (which sequence each token bel
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
-from alignkit.data.records import Prompt
-from alignkit.data.templates import render_prompt
-
 PAD_MULTIPLE = 8
-
-
-class PromptCompletionTokenizer:
-    """Render a prompt with a template and tokenise it together with one or more completions."""
-
-    def __init__(self, tokenizer: Any, template: str, max_length: int, max_prompt_length: int) -> None:
-        if max_prompt_length >= max_length:
-            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
-        self.tokenizer = tokenizer
-        self.template = template
-        self.max_length = max_length
-        self.max_prompt_length = max_prompt_length
-        # Chat templates carry their own BOS; the plain templates get the tokenizer's special tokens.
-        self.add_special_tokens = template != "chat"
-
-    def encode_prompt(self, prompt: Prompt, judgment: str | None = None) -> list[int]:
-        """Prompt ids, left-truncated to max_prompt_length."""
-        text = render_prompt(prompt, self.template, self.tokenizer, judgment=judgment)
-        ids = self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
-        return ids[-self.max_prompt_length :]
-
-    def encode_completion(self, completion: str, budget: int) -> list[int]:
-        """Completion ids plus EOS, right-truncated to `budget` tokens."""
-        ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-        return ids[:budget]
-
-    def encode(self, prompt: Prompt, completions: Sequence[str], judgment: str | None = None) -> tuple[list[int], ...]:
-        """(prompt_ids, completion_ids...) with every prompt+completion within max_length."""
-        prompt_ids = self.encode_prompt(prompt, judgment)
-        budget = self.max_length - len(prompt_ids)
-        return (prompt_ids, *(self.encode_completion(c, budget) for c in completions))
 
 
 Rows = Sequence[tuple[Sequence[int], Sequence[int]]]

@@ -1,0 +1,181 @@
+"""Load the models a recipe names (the policy, and every frozen model: reference, teacher, sampler) with
+one loader: dtype, attention, 4/8-bit quantization, LoRA; and fingerprint them for cache keys.
+
+`model_fingerprint` is content-addressed: it hashes every byte of every weight file (sha256, about
+1 s/GB here; the digest of a file is remembered under its size, mtime, ctime and inode, so a second run
+re-reads nothing) plus the config, tokenizer files and every load setting that changes the numbers
+(dtype, quantization, attention implementation). A model changed in place, a quantised and an
+unquantised copy, or a different revision never share a cache entry; the same weights under another
+path do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from alignkit.cache import cache_dir, write_text_atomic
+from alignkit.config import TINY_MODEL_PREFIX, ModelSettings
+
+
+def resolve_model_path(path: str) -> str:
+    """A loadable path: `tiny:<size>` is built into the local cache on first use."""
+    if path.startswith(TINY_MODEL_PREFIX):
+        from alignkit.gym.tiny_model import resolve_tiny
+
+        return str(resolve_tiny(path))
+    return path
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype for a recipe dtype name ('auto' passes through)."""
+    import torch
+
+    return name if name == "auto" else getattr(torch, name)
+
+
+def load_tokenizer(settings: ModelSettings) -> Any:
+    """The tokenizer, with a pad token (EOS when the model has none) and right padding."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(settings.tokenizer or settings.path)
+    tok = AutoTokenizer.from_pretrained(path, revision=settings.revision, trust_remote_code=settings.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_checkpointing: bool = False) -> Any:
+    """The causal LM with quantization and (when `trainable`) a fresh LoRA adapter from the settings."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(settings.path)
+    kwargs: dict[str, Any] = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
+    kwargs["dtype"] = torch_dtype(settings.dtype)
+    if settings.attn_implementation:
+        kwargs["attn_implementation"] = settings.attn_implementation
+    if settings.quantization:
+        from transformers import BitsAndBytesConfig
+
+        q = settings.quantization
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if q.bits == 8
+            else BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
+                bnb_4bit_compute_dtype=torch_dtype(q.compute_dtype),
+            )
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise OSError(f"model.path {settings.path!r}: could not load a model ({err}). Is it a local folder or a reachable hub id?") from None
+    if not trainable:
+        model.eval().requires_grad_(False)
+        return model
+    if settings.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": bool(settings.lora)})
+        model.config.use_cache = False
+    if settings.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = settings.lora
+        config = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+            bias=lora.bias, task_type="CAUSAL_LM",
+        )
+        # autocast_adapter_dtype=False: DeepSpeed >= 0.19.2 fails on mixed-dtype all-gathers otherwise.
+        model = get_peft_model(model, config, autocast_adapter_dtype=False)
+    return model
+
+
+def frozen_settings(settings: ModelSettings, path: str | None = None) -> ModelSettings:
+    """Settings for a frozen model (reference, teacher, sampler): the recipe's load settings (dtype,
+    attention, quantization, trust_remote_code) without LoRA, for `path` when given (another model) or the
+    policy's own initial weights (then its revision and tokenizer too)."""
+    update: dict[str, Any] = {"lora": None}
+    if path and path != settings.path:
+        update.update(path=path, revision=None, tokenizer=None)
+    return settings.model_copy(update=update)
+
+
+# Files that hold what a model computes; training state in a checkpoint folder (optimizer, scheduler, RNG,
+# trainer state, arguments) does not change the numbers and can be gigabytes, so it is not hashed.
+_FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".jinja", ".model", ".txt", ".py", ".tiktoken")
+_TRAINING_STATE = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state", "scaler")
+
+
+def _weights_files(folder: Path) -> list[Path]:
+    files = []
+    for file in sorted(folder.rglob("*")):
+        rel = file.relative_to(folder)
+        if not file.is_file() or any(part.startswith(".") for part in rel.parts) or file.suffix not in _FINGERPRINT_SUFFIXES:
+            continue
+        if file.name.startswith(_TRAINING_STATE) or rel.parts[0].startswith("global_step"):
+            continue
+        files.append(file)
+    return files
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, remembered under (path, size, mtime, ctime, inode) so it is read once.
+
+    ctime cannot be set by a user, so a file rewritten in place (same size, mtime restored) still changes
+    its key and is hashed again."""
+    path = Path(path).resolve()
+    st = path.stat()
+    memo_key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
+    memo = cache_dir() / "digests" / memo_key
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    with path.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    write_text_atomic(memo, digest)
+    return digest
+
+
+def _hub_identity(settings: ModelSettings) -> str:
+    """A hub model's identity: its files' digests when a snapshot is on disk, else the revision's commit."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        folder = Path(snapshot_download(settings.path, revision=settings.revision, local_files_only=True))
+    except Exception:  # not downloaded yet: the commit the revision resolves to is an exact identity
+        try:
+            sha = HfApi().model_info(settings.path, revision=settings.revision).sha
+        except Exception as err:
+            raise OSError(f"model.path {settings.path!r}: not a local folder and not reachable on the hub ({err})") from None
+        return f"hub:{settings.path}@{sha}"
+    return _folder_identity(folder)
+
+
+def _folder_identity(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for file in _weights_files(folder):
+        if file.name == "config.json":  # key order and whitespace do not change the model
+            digest.update(b"config.json|" + json.dumps(json.loads(file.read_text()), sort_keys=True).encode())
+        else:
+            digest.update(f"{file.relative_to(folder).as_posix()}|{file_digest(file)}|".encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(settings: ModelSettings) -> str:
+    """Identity of what a model computes under these load settings, for cache keys (see the module docstring)."""
+    path = resolve_model_path(settings.path)
+    folder = Path(path).expanduser()
+    identity = _folder_identity(folder) if folder.is_dir() else _hub_identity(settings)
+    tokenizer = settings.tokenizer
+    if tokenizer and Path(resolve_model_path(tokenizer)).is_dir():
+        tokenizer = _folder_identity(Path(resolve_model_path(tokenizer)))
+    load = {"dtype": settings.dtype, "attn": settings.attn_implementation, "tokenizer": tokenizer,
+            "quantization": settings.quantization.model_dump() if settings.quantization else None}
+    return hashlib.sha256(json.dumps([identity, load], sort_keys=True).encode()).hexdigest()
