@@ -195,6 +195,10 @@ def launch_command(recipe_path: str, recipe, extra: Sequence[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from alignkit.config import is_staged
+
+    if is_staged(args.recipe):
+        return _train_stages(args)
     recipe = _load(args)
     if (recipe.launch.num_processes > 1 or recipe.launch.config_file) and not _launched() and not args.no_launch:
         extra = [x for o in args.overrides for x in ("--set", o)]
@@ -216,16 +220,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from alignkit.engine.run import prepare
+def _train_stages(args: argparse.Namespace) -> int:
+    """Run a staged recipe: each stage's recipe is written beside its model and trained like any recipe;
+    a complete stage is skipped, an interrupted one resumed."""
+    from alignkit.config import load_staged, recipe_to_yaml
+    from alignkit.engine.run import mark_stage_complete, stage_status
 
-    print(prepare(_load(args)))
+    log = logging.getLogger("alignkit")
+    stages = load_staged(args.recipe, args.overrides)
+    for i, stage in enumerate(stages, 1):
+        status = stage_status(stage)
+        if status == "complete":
+            log.info("stage %d/%d %s: complete (%s), skipped", i, len(stages), stage.name, stage.output)
+            continue
+        if status == "changed":
+            log.warning("stage %d/%d %s: %s was trained by a different recipe; training again", i, len(stages), stage.name, stage.output)
+        log.info("stage %d/%d %s: %s", i, len(stages), stage.name, "resuming" if status == "interrupted" else "training")
+        folder = stage.output.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe_file = folder / "stage_recipe.yaml"
+        recipe_file.write_text(recipe_to_yaml(stage.recipe))
+        sub = argparse.Namespace(recipe=str(recipe_file), overrides=[], resume=status == "interrupted", no_launch=args.no_launch)
+        code = cmd_train(sub)
+        if code != 0:
+            log.error("stage %s failed (exit %d); rerun the same command to resume it", stage.name, code)
+            return code
+        mark_stage_complete(stage)
+    print("stages: " + ", ".join(f"{s.name} -> {s.output}" for s in stages))
     return 0
 
 
-def cmd_recipes(args: argparse.Namespace) -> int:
-    from alignkit.config import load_recipe, recipe_to_yaml
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from alignkit.config import is_staged, load_staged, recipe_to_yaml
+    from alignkit.engine.run import prepare
 
+    if not is_staged(args.recipe):
+        print(prepare(_load(args)))
+        return 0
+    pending: list[str] = []
+    for stage in load_staged(args.recipe, args.overrides):
+        needs = [p for p in pending if p in recipe_to_yaml(stage.recipe)]
+        if needs:  # its inputs are an earlier stage's model, which does not exist yet
+            print(f"stage {stage.name}: waits for {', '.join(needs)} (prepared when the staged recipe trains)")
+        else:
+            print(f"stage {stage.name}:\n{prepare(stage.recipe)}")
+        if not (stage.output / "model.safetensors").is_file():
+            pending.append(str(stage.output))
+    return 0
+
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from alignkit.config import is_staged, load_recipe, load_staged, recipe_to_yaml
+
+    if is_staged(args.recipe):
+        for stage in load_staged(args.recipe, args.overrides, check_files=not args.schema_only):
+            print(f"# stage {stage.name} -> {stage.output}\n{recipe_to_yaml(stage.recipe)}---")
+        return 0
     print(recipe_to_yaml(load_recipe(args.recipe, args.overrides, check_files=not args.schema_only)), end="")
     return 0
 

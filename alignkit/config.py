@@ -10,10 +10,12 @@ Relative paths in a recipe (data files, local model folders, launch and DeepSpee
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,11 +28,14 @@ TINY_MODEL_PREFIX = "tiny:"
 # importable module path (`method: mypackage.my_method`) that defines the same three things. Methods are
 # plugins found by name: the engine and this file import them dynamically, never statically.
 METHODS: dict[str, str] = {
+    "adpa": "alignkit.trainers.adpa",
     "cut": "alignkit.trainers.cut",
     "d2o": "alignkit.trainers.d2o",
+    "dckd": "alignkit.trainers.dckd",
     "dpo": "alignkit.trainers.dpo",
     "sft": "alignkit.trainers.sft",
 }
+SAVED_RECIPE = "alignkit_recipe.yaml"  # written beside every checkpoint alignkit saves
 
 
 def method_module(method: str) -> Any:
@@ -267,8 +272,8 @@ def validate_recipe(raw: dict[str, Any], source: Path | str = "<recipe>") -> Rec
     return recipe
 
 
-def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>") -> None:
-    """Fail early when a file the recipe names is missing."""
+def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>", pending: frozenset[str] = frozenset()) -> None:
+    """Fail early when a file the recipe names is missing (`pending`: paths an earlier stage will write)."""
     missing = []
     for field, paths in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
         for i, p in enumerate(paths):
@@ -284,10 +289,121 @@ def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>") -> None:
         size = model_path[len(TINY_MODEL_PREFIX):]
         if size not in SIZES:
             missing.append(f"model.path: unknown tiny model size {size!r}; known: {', '.join(SIZES)}")
-    elif _looks_local(model_path) and not Path(model_path).expanduser().is_dir():
+    elif _looks_local(model_path) and not Path(model_path).expanduser().is_dir() and model_path not in pending:
         missing.append(f"model.path: model folder not found: {model_path}")
     if missing:
         raise RecipeError("\n".join(f"{source}: {m}" for m in missing))
+
+
+# --------------------------------------------------------------------------------------------
+# staged recipes
+
+
+class Stage(_Strict):
+    """One stage: a recipe file plus overrides; `${name}` in an override names an earlier stage's model."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    recipe: str | dict[str, Any] = Field(description="a recipe file, or a recipe written inline")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of the stage's recipe")
+
+
+class StagedRecipe(_Strict):
+    """Several recipes run in order, each stage's trained model feeding later ones (e.g. ADPA+: DCKD, then ADPA)."""
+
+    stages: list[Stage] = Field(min_length=1)
+    output_dir: str = Field(description="each stage trains into <output_dir>/<stage name> unless it sets training.output_dir")
+
+
+@dataclasses.dataclass
+class ResolvedStage:
+    """A stage with its validated recipe and where its model will be."""
+
+    name: str
+    recipe: Recipe
+    output: Path  # the stage's final model folder
+
+
+def is_staged(path: str | Path) -> bool:
+    """Whether a YAML file is a staged recipe (a mapping with `stages`)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "stages" in raw
+
+
+def load_staged(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> list[ResolvedStage]:
+    """Validate every stage of a staged recipe, resolving `${stage}` (in `set` values and inline recipes) to
+    that stage's final model folder.
+
+    `--set KEY=VALUE` overrides apply to every stage; `--set STAGE.KEY=VALUE` to one stage only."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
+    try:
+        staged = StagedRecipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, path, root=StagedRecipe)) from None
+    names = [s.name for s in staged.stages]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{path}: stage names must be unique, got {names}")
+    reserved = set(Recipe.model_fields)
+    if reserved & set(names):
+        raise RecipeError(f"{path}: a stage may not be named like a recipe section ({sorted(reserved & set(names))})")
+    outputs: dict[str, str] = {}
+    resolved = []
+    for stage in staged.stages:
+        items = [f"training.output_dir={Path(staged.output_dir) / stage.name}"]
+        for key, value in stage.set.items():
+            items.append(f"{key}={_substitute(value, outputs, path, stage.name)}")
+        for item in overrides or []:
+            head, _, rest = item.partition(".")
+            if head in names:
+                if head == stage.name:
+                    items.append(rest)
+            else:
+                items.append(item)
+        if isinstance(stage.recipe, str):
+            source = f"{path} (stage {stage.name}: {stage.recipe})"
+            recipe = load_recipe(stage.recipe, items, check_files=False)
+        else:
+            source = f"{path} (stage {stage.name})"
+            inline = _substitute_all(copy.deepcopy(stage.recipe), outputs, path, stage.name)
+            for item in items:
+                apply_override(inline, item, source)
+            recipe = validate_recipe(inline, source)
+        if check_files:
+            check_recipe_files(recipe, source, pending=frozenset(outputs.values()))
+        output = Path(recipe.training.output_dir) / "final"
+        outputs[stage.name] = str(output)
+        resolved.append(ResolvedStage(stage.name, recipe, output))
+    return resolved
+
+
+def _substitute_all(value: Any, outputs: dict[str, str], source: Path, stage: str) -> Any:
+    """`value` with `${name}` replaced in every string it holds."""
+    if isinstance(value, dict):
+        return {k: _substitute_all(v, outputs, source, stage) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_all(v, outputs, source, stage) for v in value]
+    return _substitute(value, outputs, source, stage) if isinstance(value, str) and "${" in value else value
+
+
+def _substitute(value: Any, outputs: dict[str, str], source: Path, stage: str) -> str:
+    """An override value as YAML text, `${name}` replaced by that earlier stage's model folder."""
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+    for ref in re.findall(r"\$\{([^}]*)\}", text):
+        if ref not in outputs:
+            raise RecipeError(f"{source}: stage {stage}: ${{{ref}}} names no earlier stage (earlier: {', '.join(outputs) or 'none'})")
+        text = text.replace("${" + ref + "}", outputs[ref])
+    return text
+
+
+def saved_recipe(model_path: str | Path) -> dict[str, Any] | None:
+    """The resolved recipe alignkit saved with a model it trained (None for other models)."""
+    path = Path(model_path) / SAVED_RECIPE
+    if not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text())
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

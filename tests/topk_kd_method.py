@@ -15,7 +15,6 @@ from pydantic import Field
 
 from alignkit.data.records import SFTExample
 from alignkit.engine.method import CompletionMethod, MethodArgs
-from alignkit.engine.signals import TokenTopK
 from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, completion_matrix
 
 
@@ -48,9 +47,8 @@ class Method(CompletionMethod):
     record_type = SFTExample
 
     def signals(self, recipe: Any) -> list[Any]:
-        from alignkit.modeling.loading import frozen_settings
-
-        return [TokenTopK("teacher", frozen_settings(recipe.model, self.args.teacher), ("completion",), k=self.args.k)]
+        # The teacher's top-k at every completion token; `teacher_topk` also checks the shared tokenizer.
+        return [self.teacher_topk(recipe, "teacher", self.args.teacher, ("completion",), k=self.args.k)]
 
     def build_example(self, record: SFTExample) -> dict[str, Any]:
         prompt, completion = self.tokens.encode(record.prompt, [record.completion])
@@ -66,11 +64,9 @@ class Method(CompletionMethod):
     def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden, head, mask = batch_hidden_states(model, batch)
         labels = batch["input_ids"][:, 1:]
-        ids = torch.zeros(*mask.shape, batch["teacher_logps"].shape[-1], dtype=torch.long, device=mask.device)
-        if "teacher_ids" in batch:
-            ids[mask] = batch["teacher_ids"][batch["teacher_valid"]]
-        else:  # k = None: the whole vocabulary in order
-            ids[:] = torch.arange(ids.shape[-1], device=ids.device)
+        ids, _, _ = self.topk_positions(batch, mask, "teacher")
+        if ids is None:  # k = None: the whole vocabulary in order
+            ids = torch.arange(batch["teacher_logps"].shape[-1], device=mask.device).expand(*mask.shape, -1)
 
         def per_chunk(logits: torch.Tensor, y: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, ...]:
             logps = logits.log_softmax(-1)

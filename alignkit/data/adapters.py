@@ -32,6 +32,7 @@ class Adapter:
     convert: Callable[[dict[str, Any]], Record | None]
     description: str
     filter_reason: str = ""
+    guess: bool = True  # False: never detected from the fields (it re-reads another format's schema)
 
 
 def _canonical(record_type: type) -> Callable[[dict[str, Any]], Record]:
@@ -134,6 +135,17 @@ def _shepherd(row: dict[str, Any]) -> JudgmentTriple:
     return JudgmentTriple(instruction=row["question"], input="", output=row["answer"], judgment=row["feedback"], score=1)
 
 
+def _messages_sft(row: dict[str, Any]) -> SFTExample:
+    _need(row, "messages")
+    msgs = row["messages"]
+    if not isinstance(msgs, list) or len(msgs) < 2:
+        raise ValueError("field 'messages': expected a list of messages ending with the assistant turn")
+    parsed = [Message.model_validate(m) for m in msgs]
+    if parsed[-1].role != "assistant":
+        raise ValueError("field 'messages': the last message must be from the assistant")
+    return SFTExample(prompt=parsed[:-1], completion=parsed[-1].content)
+
+
 def _alpaca(row: dict[str, Any]) -> SFTExample:
     _need(row, "instruction", "output")
     extra = row.get("input") or ""
@@ -157,6 +169,10 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("shepherd", JudgmentTriple, ("question", "answer", "feedback"), _shepherd, "Shepherd question/answer/feedback as negative judgment triples"),
         Adapter("cut", JudgmentTriple, ("instruction", "output", "judgment"), _canonical(JudgmentTriple), "CUT judgment JSON: instruction, input, output, judgment (null = positive)"),
         Adapter("alpaca", SFTExample, ("instruction", "input", "output"), _alpaca, "Alpaca instruction/input/output as SFT examples"),
+        Adapter("chat_preference", PreferencePair, ("chosen", "rejected"), _ultrafeedback, "chosen/rejected message lists that "
+                "share the conversation before the last assistant turn (argilla/dpo-mix-7k, ...)", guess=False),
+        Adapter("messages", SFTExample, ("messages",), _messages_sft, "a conversation (messages) ending with the assistant "
+                "turn, as an SFT example (HuggingFaceH4/deita-10k-v0-sft, UltraChat)"),
     )
 }
 
@@ -164,7 +180,7 @@ ADAPTERS: dict[str, Adapter] = {
 def detect_format(row: dict[str, Any]) -> str:
     """Guess the format of a row: the adapter with the most required fields all present."""
     # Variants that re-read another format's schema (e.g. PKU negatives) are never guessed.
-    fits = [a for a in ADAPTERS.values() if all(f in row for f in a.required) and not a.name.endswith("_negatives")]
+    fits = [a for a in ADAPTERS.values() if all(f in row for f in a.required) and a.guess and not a.name.endswith("_negatives")]
     if not fits:
         raise ValueError(f"cannot tell the format from the fields {sorted(row)}; pass --format (one of {', '.join(ADAPTERS)})")
     return max(fits, key=lambda a: len(a.required)).name

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from alignkit.data.tokenization import PromptCompletionTokenizer
-from alignkit.engine.signals import SequenceLogps
+from alignkit.engine.signals import SequenceLogps, TokenTopK
 from alignkit.modeling.batching import rows_to_batch
 from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum
 
@@ -110,6 +110,33 @@ class CompletionMethod:
         store = self.signal_values[name]
         pairs = [(e["example_index"], c) for c in completions for e in examples]
         return {f"{name}_{k}": v for k, v in store.rows(pairs).items()}
+
+    def teacher_topk(self, recipe: Any, name: str, model: str, completions: Sequence[str], k: int | None,
+                     role: str = "teacher", gather_from: str | None = None) -> TokenTopK:
+        """A `TokenTopK` signal of another model (a teacher), which must share the policy's tokenizer (checked:
+        its per-token ids index the policy's vocabulary)."""
+        from alignkit.modeling.loading import check_same_tokenizer, frozen_settings
+
+        settings = frozen_settings(recipe.model, model)
+        check_same_tokenizer(self.tokens.tokenizer, settings, role)
+        return TokenTopK(name, settings, tuple(completions), k=k, role=role, gather_from=gather_from)
+
+    @staticmethod
+    def topk_positions(batch: dict[str, torch.Tensor], mask: torch.Tensor, name: str) -> tuple[torch.Tensor | None, ...]:
+        """A `TokenTopK` signal of the batch (from `topk_rows`) laid out like the model's scored positions
+        [R, T-1, K], zeros elsewhere: (ids or None in full-vocabulary mode, log-probs, gathered or None).
+        The rows of `topk_rows` and of the batch must be the same sequences in the same order."""
+        valid = batch[f"{name}_valid"]
+        out: list[torch.Tensor | None] = []
+        for field in ("ids", "logps", "gathered"):
+            values = batch.get(f"{name}_{field}")
+            if values is None:
+                out.append(None)
+                continue
+            laid = values.new_zeros(*mask.shape, values.shape[-1])
+            laid[mask] = values[valid]
+            out.append(laid)
+        return tuple(out)
 
     def completion_logps(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs and completion token counts, one per sequence of the batch."""

@@ -10,6 +10,7 @@ type, its signals and its trainer class, and hands each signal's values back to 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -216,6 +217,11 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     seconds = time.perf_counter() - t0
     final = Path(recipe.training.output_dir) / "final"
     trainer.save_model(str(final))
+    if trainer.is_world_process_zero():  # what trained it travels with the model (ADPA reads a teacher's reference)
+        from alignkit.cache import write_text_atomic
+        from alignkit.config import SAVED_RECIPE, recipe_to_yaml
+
+        write_text_atomic(final / SAVED_RECIPE, recipe_to_yaml(recipe))
     after = _strip_eval(trainer.evaluate())
     first_eval = next((h for h in trainer.state.log_history if "eval_loss" in h), {})
     return TrainSummary(
@@ -224,6 +230,34 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         seconds=seconds, before=_strip_eval(first_eval), after=after, checkpoint=str(final),
         reference=_reference_note(prep), notes=prep.notes,
     )
+
+
+STAGE_MARKER = "stage.json"
+
+
+def stage_status(stage: Any) -> str:
+    """`complete` (its model is saved by this exact recipe), `interrupted` (checkpoints to resume from),
+    `changed` (a model from a different recipe is there: train again) or `new`."""
+    from alignkit.cache import content_key
+    from alignkit.config import recipe_to_yaml
+
+    out = stage.output.parent
+    marker = out / STAGE_MARKER
+    if (stage.output / "model.safetensors").is_file() and marker.is_file():
+        try:
+            done = json.loads(marker.read_text()).get("recipe") == content_key(recipe_to_yaml(stage.recipe))
+        except ValueError:
+            done = False
+        return "complete" if done else "changed"
+    return "interrupted" if any(out.glob("checkpoint-*")) else "new"
+
+
+def mark_stage_complete(stage: Any) -> None:
+    """Record that the stage's model was trained by exactly its recipe (checked by `stage_status`)."""
+    from alignkit.cache import content_key, write_text_atomic
+    from alignkit.config import recipe_to_yaml
+
+    write_text_atomic(stage.output.parent / STAGE_MARKER, json.dumps({"stage": stage.name, "recipe": content_key(recipe_to_yaml(stage.recipe))}))
 
 
 def _strip_eval(metrics: dict[str, Any]) -> dict[str, float]:

@@ -179,3 +179,15 @@ def model_fingerprint(settings: ModelSettings) -> str:
     load = {"dtype": settings.dtype, "attn": settings.attn_implementation, "tokenizer": tokenizer,
             "quantization": settings.quantization.model_dump() if settings.quantization else None}
     return hashlib.sha256(json.dumps([identity, load], sort_keys=True).encode()).hexdigest()
+
+
+def check_same_tokenizer(student: Any, other: ModelSettings, role: str = "teacher") -> None:
+    """Raise ValueError unless `other`'s tokenizer maps every token to the same id as `student` (a tokenizer):
+    per-token signals of one model index the other's vocabulary directly (distillation)."""
+    theirs = load_tokenizer(other)
+    mine_vocab, their_vocab = student.get_vocab(), theirs.get_vocab()
+    if mine_vocab != their_vocab:
+        diff = sorted(set(mine_vocab.items()) ^ set(their_vocab.items()))[:3]
+        raise ValueError(f"the {role} {other.path!r} has a different tokenizer from the student ({len(their_vocab)} vs "
+                         f"{len(mine_vocab)} tokens; e.g. {diff}); per-token distillation needs a shared vocabulary "
+                         "(ADPA spec P1). Use a teacher from the student's model family.")
