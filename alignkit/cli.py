@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--recipe", default=None,
                     help="SFT recipe (default recipes/gym_base_tiny.yaml; recipes/gym_teacher_tiny.yaml for the teacher)")
     _add_set(pt)
+    r = gsub.add_parser("resave", help="copy a trained model folder for shipping (no training state), optionally in bf16")
+    r.add_argument("model", help="a trained model folder, e.g. runs/reward_tiny/final")
+    r.add_argument("--out", required=True)
+    r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     m = gsub.add_parser("make-data", help="write the gym's datasets (train/held-out splits share no prompt)")
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
@@ -311,6 +315,13 @@ def cmd_gym(args: argparse.Namespace) -> int:
         out = pretrain(args.out, args.size, args.seed, recipe=args.recipe or BASE_RECIPE, overrides=args.overrides,
                        save_dtype=args.save_dtype)
         print(f"gym policy (tiny:{args.size}, seed {args.seed}) written to {out}; evaluate it with: python eval/gym_eval.py {out}")
+        return 0
+    if args.gym_command == "resave":
+        from alignkit.gym.pretrain import ship
+
+        if not Path(args.model, "config.json").is_file():
+            raise CliError(f"{args.model} is not a model folder (no config.json)")
+        print(f"written to {ship(args.model, args.out, args.dtype)}")
         return 0
     if args.gym_command == "make-data":
         from alignkit.gym.make_data import make_data

@@ -33,6 +33,7 @@ METHODS: dict[str, str] = {
     "d2o": "alignkit.trainers.d2o",
     "dckd": "alignkit.trainers.dckd",
     "dpo": "alignkit.trainers.dpo",
+    "reward": "alignkit.trainers.reward",
     "sft": "alignkit.trainers.sft",
 }
 SAVED_RECIPE = "alignkit_recipe.yaml"  # written beside every checkpoint alignkit saves

@@ -68,6 +68,7 @@ class PreferencePair(_Record):
     prompt: Prompt
     chosen: Completion
     rejected: Completion
+    margin: float | None = None  # how much better chosen is (reward-model margin), when the data says
 
     @model_validator(mode="after")
     def _distinct(self) -> "PreferencePair":

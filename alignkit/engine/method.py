@@ -15,7 +15,7 @@ defines `Args` (a pydantic model validating `method_args`), a pure loss function
 - `collate(examples) -> batch`; `sequence_outputs(model, batch) -> dict` of per-sequence tensors;
 - `loss(outputs, reference) -> (loss, per-example metrics)`, `reference` holding every `SequenceLogps`
   key (precomputed or live);
-- optional: `trainer_class` (a `transformers.Trainer` subclass taking AlignTrainer's arguments; default
+- optional: `model_kind` ("causal_lm", or "sequence_classifier" for a reward model), `trainer_class` (a `transformers.Trainer` subclass taking AlignTrainer's arguments; default
   `AlignTrainer`), `rollout(model, batch, context) -> batch` (on-policy: called on every batch before the
   loss, to sample from the current policy and score; see `alignkit.engine.sampling.PolicySampler`), and
   `training_callbacks(recipe) -> list[TrainerCallback]`.
@@ -67,6 +67,7 @@ class CompletionMethod:
 
     record_type: type = object
     trainer_class: type | None = None
+    model_kind: str = "causal_lm"
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
         self.args = args

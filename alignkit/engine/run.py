@@ -200,7 +200,8 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     set_seed(recipe.training.seed)
     prep = build(recipe)  # signals first: under ZeRO-3, models loaded after TrainingArguments are sharded
     args = training_arguments(recipe)
-    model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=recipe.training.gradient_checkpointing)
+    model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=recipe.training.gradient_checkpointing,
+                           kind=getattr(prep.method, "model_kind", "causal_lm"))
     trainer_class = getattr(prep.method, "trainer_class", None) or AlignTrainer
     trainer = trainer_class(
         model=model, args=args, method=prep.method, live_references=live_references(prep),

@@ -30,7 +30,21 @@ def pretrain(out: str | Path, size: str = "s", seed: int = 0, recipe: str = BASE
 def resave(folder: str | Path, dtype: str) -> None:
     """Store a model folder's weights in another dtype (bfloat16 halves a shipped checkpoint)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+    classifier = any(a.endswith("ForSequenceClassification") for a in AutoConfig.from_pretrained(folder).architectures or [])
+    cls = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    model = cls.from_pretrained(folder, dtype=getattr(torch, dtype))
     model.save_pretrained(folder)
+
+
+def ship(run_model: str | Path, out: str | Path, dtype: str = "float32") -> Path:
+    """Copy a trained model folder to `out` for shipping: weights, config, tokenizer and the alignkit recipe
+    that made it, without training state; optionally in another dtype."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(run_model, out, ignore=shutil.ignore_patterns("training_args.bin", "checkpoint-*", "*.pt", "*.pth"))
+    if dtype != "float32":
+        resave(out, dtype)
+    return out

@@ -48,10 +48,19 @@ def load_tokenizer(settings: ModelSettings) -> Any:
     return tok
 
 
-def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_checkpointing: bool = False) -> Any:
-    """The causal LM with quantization and (when `trainable`) a fresh LoRA adapter from the settings."""
-    from transformers import AutoModelForCausalLM
+MODEL_KINDS = ("causal_lm", "sequence_classifier")
 
+
+def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_checkpointing: bool = False,
+                   kind: str = "causal_lm") -> Any:
+    """The model with quantization and (when `trainable`) a fresh LoRA adapter from the settings.
+
+    `kind="sequence_classifier"` loads a one-output sequence classifier (a reward model; from a causal LM
+    checkpoint the score head starts fresh), with the tokenizer's pad id in its config."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     path = resolve_model_path(settings.path)
     kwargs: dict[str, Any] = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
     kwargs["dtype"] = torch_dtype(settings.dtype)
@@ -70,7 +79,11 @@ def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_che
             )
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if kind == "sequence_classifier":
+            pad = load_tokenizer(settings).pad_token_id
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, pad_token_id=pad, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise OSError(f"model.path {settings.path!r}: could not load a model ({err}). Is it a local folder or a reachable hub id?") from None
     if not trainable:
@@ -89,7 +102,7 @@ def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_che
         lora = settings.lora
         config = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-            bias=lora.bias, task_type="CAUSAL_LM",
+            bias=lora.bias, task_type="SEQ_CLS" if kind == "sequence_classifier" else "CAUSAL_LM",
         )
         # autocast_adapter_dtype=False: DeepSpeed >= 0.19.2 fails on mixed-dtype all-gathers otherwise.
         model = get_peft_model(model, config, autocast_adapter_dtype=False)

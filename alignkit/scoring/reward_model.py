@@ -2,7 +2,9 @@
 
 Prompt and completion are tokenised exactly as for training (`alignkit.data.tokenization`: the prompt
 rendered by the template, the completion tokenised jointly with it, EOS appended, the prompt
-left-truncated), so a reward model trained by `method: reward` scores what it was trained on.
+left-truncated). A reward model trained by alignkit (`method: reward`) carries its recipe, and its
+template and lengths are used, so it scores what it was trained on; for other reward models the
+`template` and lengths given here apply.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ class RewardModelScorer:
         from alignkit.data.tokenization import PromptCompletionTokenizer
         from alignkit.modeling.loading import load_tokenizer, model_fingerprint, resolve_model_path, torch_dtype
 
+        from alignkit.config import saved_recipe
+
+        trained = (saved_recipe(resolve_model_path(path)) or {}).get("data")
+        if trained:  # alignkit trained it: score with its own template and lengths
+            template, max_length = trained["template"], trained["max_length"]
+            max_prompt_length = trained["max_prompt_length"]
         settings = ModelSettings(path=path, dtype=dtype)
         self.tokenizer = load_tokenizer(settings)
         self.model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(path), dtype=torch_dtype(dtype)).eval()
