@@ -29,6 +29,7 @@ TINY_MODEL_PREFIX = "tiny:"
 # plugins found by name: the engine and this file import them dynamically, never statically.
 METHODS: dict[str, str] = {
     "adpa": "alignkit.trainers.adpa",
+    "ctrl": "alignkit.trainers.ctrl",
     "cut": "alignkit.trainers.cut",
     "d2o": "alignkit.trainers.d2o",
     "dckd": "alignkit.trainers.dckd",

@@ -51,16 +51,16 @@ class PolicySampler:
         self.synced_step: int | None = None
         self.seconds = {"generate": 0.0, "sync": 0.0}
 
-    def _vllm(self, model: Any, step: int) -> Any:
+    def _vllm(self, unwrapped: Any, step: int) -> Any:
         if self.engine is None:
             from alignkit.generation.vllm_engine import VLLMGenerator
 
             self.engine = VLLMGenerator(self.settings.model_copy(update={"lora": None}), template=self.template,
                                         max_prompt_length=self.max_prompt_length, **self.engine_args)
-            self.synced_step = 0
+            self.synced_step = 0  # the engine starts from the policy's initial weights
         if self.synced_step != step:
             t0 = time.perf_counter()
-            self.engine.sync_weights(parallel_unwrapped(model))
+            self.engine.sync_weights(unwrapped)
             self.seconds["sync"] += time.perf_counter() - t0
             self.synced_step = step
         return self.engine
@@ -75,10 +75,10 @@ class PolicySampler:
         was_training = inner.training
         inner.eval()
         try:
-            if self.backend == "vllm":
-                results = self._vllm(model, step).generate(list(prompts), params)
-            else:
-                with self._gathered(model, accelerator) as unwrapped:
+            with self._gathered(model, accelerator) as unwrapped:  # ZeRO-3 shards gathered for generate or the sync
+                if self.backend == "vllm":
+                    results = self._vllm(unwrapped, step).generate(list(prompts), params)
+                else:
                     generator = HFGenerator(unwrapped, self.tokenizer, self.template, max_prompt_length=self.max_prompt_length)
                     results = generator.generate(list(prompts), params)
         finally:

@@ -136,4 +136,7 @@ class AlignTrainer(Trainer):
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         metrics = self._drain_metrics(mode)
         logs.update({(f"eval_{n}" if mode == "eval" else n): v for n, v in metrics.items()})
+        scalars = getattr(self.method, "log_scalars", None)  # method-level running figures (e.g. time spent sampling)
+        if scalars is not None and mode == "train":
+            logs.update(scalars())
         super().log(logs, start_time)

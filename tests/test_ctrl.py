@@ -1,0 +1,116 @@
+"""InfAlign CTRL: the advantage and KL pieces by hand, the transforms' direction, and the on-policy trainer end
+to end with the HF sampler and with the vLLM sampler and weight sync."""
+
+import json
+
+import pytest
+import torch
+
+from alignkit.config import load_recipe
+from alignkit.trainers.ctrl import ctrl_loss, kl_estimate, mean_baseline_advantages, rloo_advantages
+
+
+def test_rloo_advantages_by_hand():
+    r = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 0.0, 4.0]])
+    a = rloo_advantages(r)
+    # each reward minus the mean of the other three
+    assert torch.allclose(a[0], torch.tensor([1 - 11 / 3, 2 - 10 / 3, 3 - 9 / 3, 6 - 6 / 3]))
+    assert torch.allclose(a[1], torch.tensor([-4 / 3, -4 / 3, -4 / 3, 4.0]))
+    assert torch.allclose(a.sum(-1), torch.zeros(2))  # leave-one-out advantages sum to 0 per prompt
+    assert torch.allclose(mean_baseline_advantages(r)[1], torch.tensor([-1.0, -1.0, -1.0, 3.0]))
+    assert torch.allclose(a, mean_baseline_advantages(r) * 4 / 3)  # RLOO = k/(k−1) × the mean baseline
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo_advantages(torch.ones(3, 1))
+
+
+def test_kl_estimators_and_the_reward_penalty():
+    logp, ref = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -4.0])
+    assert torch.allclose(kl_estimate(logp, ref, "k1"), torch.tensor([1.0, -1.0]))
+    k3 = kl_estimate(logp, ref, "k3")
+    assert torch.allclose(k3, torch.exp(ref - logp) - 1 - (ref - logp)) and (k3 >= 0).all()
+    # the penalty is subtracted before the baseline: with equal rewards, the sample far from π_ref loses
+    rewards = torch.zeros(1, 2)
+    losses, adv = ctrl_loss(logp, ref, rewards, beta=1.0)
+    assert adv[0, 0] < 0 < adv[0, 1]
+    # the policy-gradient loss is −A·log π: its gradient is −A (only through the policy's log-prob)
+    lp = logp.clone().requires_grad_()
+    ctrl_loss(lp, ref, torch.tensor([[1.0, 0.0]]), beta=0.0)[0].sum().backward()
+    assert torch.allclose(lp.grad, -rloo_advantages(torch.tensor([[1.0, 0.0]])).reshape(-1))
+
+
+def test_won_transform_is_increasing_and_bon_favours_the_top():
+    from alignkit.rewards import exponential, worst_of_n
+
+    u = torch.linspace(0, 1, 11)
+    for transform in (worst_of_n(5.0), worst_of_n(5.0, normalized=True), exponential(-5.0)):
+        assert (torch.diff(transform(u)) > 0).all(), str(transform)  # spec Q7: never rewards worse responses
+    bon = exponential(8.0)(u)
+    assert (torch.diff(bon) > 0).all() and bon[9] - bon[8] > bon[2] - bon[1]
+
+
+def ctrl_recipe(tmp_path, rm, *extra):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [json.loads(line) for line in open("data/gym/heldout_prompts.jsonl")]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows[::8]))  # 10 prompts of every family
+    return load_recipe("recipes/ctrl_tiny.yaml", [
+        "model.path=data/gym/base-s", f"data.train={prompts}", f"data.eval={prompts}", f"method_args.reward_model={rm}",
+        "method_args.calibration_samples=16", "method_args.sample_max_tokens=24", "method_args.transform=identity",
+        "training.per_device_train_batch_size=5", "training.per_device_eval_batch_size=10", "training.logging_steps=1",
+        f"training.output_dir={tmp_path / 'run'}", *extra])
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory):
+    """A quickly trained gym reward model (tiny:xs classifier on the gym's pairs)."""
+    from alignkit.engine.run import train
+
+    out = tmp_path_factory.mktemp("rm")
+    recipe = load_recipe("recipes/reward_tiny.yaml", ["model.path=tiny:xs", "training.max_steps=20", "training.learning_rate=3e-3",
+                                                      f"training.output_dir={out}", "data.eval=[]"])
+    return train(recipe).checkpoint
+
+
+def test_ctrl_trains_with_the_hf_sampler_and_reports_win_rates(tmp_path, reward_model):
+    from alignkit.engine.run import train
+
+    recipe = ctrl_recipe(tmp_path, reward_model, "training.max_steps=3", "method_args.sample_backend=hf")
+    summary = train(recipe)
+    assert summary.steps == 3
+    before, after = summary.before, summary.after
+    assert before["kl"] == pytest.approx(0.0, abs=1e-4)  # policy == π_ref at the start
+    for key in ("win/standard", "win/bon4", "win/heldout_standard", "win/heldout_bon4", "reward/calibrated", "entropy"):
+        assert 0 <= after[key] <= (1 if key.startswith(("win", "reward/")) else 10), key
+    # identity transform: the calibrated reward IS the per-sample standard win rate against π_ref, ~0.5 at the start
+    assert abs(before["win/standard"] - 0.5) < 0.2
+
+
+def test_ctrl_with_a_large_beta_stays_at_the_reference(tmp_path, reward_model):
+    """β → ∞: the KL penalty dominates, so the policy stays (within sampling noise) where it started."""
+    from alignkit.engine.run import train
+
+    common = ["training.max_steps=6", "method_args.sample_backend=hf", "training.learning_rate=1e-3"]
+    free = train(ctrl_recipe(tmp_path / "free", reward_model, *common, "method_args.beta=0"))
+    held = train(ctrl_recipe(tmp_path / "held", reward_model, *common, "method_args.beta=1000", "method_args.kl_penalty=loss"))
+    assert free.after["kl"] > 0.05
+    assert abs(held.after["kl"]) < 0.25 * free.after["kl"]
+
+
+def test_ctrl_through_vllm_with_weight_sync(tmp_path, reward_model, monkeypatch):
+    from alignkit.engine.run import train
+    from alignkit.generation.vllm_engine import VLLMGenerator
+
+    synced = []
+    original = VLLMGenerator.sync_weights
+
+    def spy(self, model, timeout=300.0):
+        synced.append(sum(p.detach().double().sum().item() for p in model.parameters()))
+        return original(self, model, timeout)
+
+    monkeypatch.setattr(VLLMGenerator, "sync_weights", spy)
+    recipe = ctrl_recipe(tmp_path, reward_model, "training.max_steps=2", "method_args.sample_backend=vllm",
+                         "method_args.sample_engine_args={enforce_eager: true}")
+    summary = train(recipe)
+    # step 0 samples from the engine's own initial weights; steps 1 and 2 (and the final eval) sync the trained ones
+    assert summary.steps == 2 and len(synced) == 2 and synced[0] != synced[1]
+    assert summary.after["win/bon4"] >= 0
