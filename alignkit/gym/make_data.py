@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from alignkit.gym.world import FACTS_FILE, FAMILIES, Task, all_tasks, facts, gold, make_response, sample_response
+from alignkit.gym.world import FACTS_FILE, FAMILIES, Gold, Task, all_tasks, facts, gold, make_response, sample_response
 
 # SFT data quality: the share of correct answers (and of refusals on unsafe prompts). Mixed on purpose,
 # so a model trained on it makes every kind of mistake at a measurable rate.
@@ -37,11 +37,22 @@ def split_tasks(tasks: list[Task], rng: random.Random, heldout_fraction: float) 
     return train, heldout
 
 
+def _quality(g: Gold) -> float:
+    """2·main + 0.5·polite + 0.5·concise: the gold reward without its penalty terms (over-refusal, degenerate)."""
+    main = not g.degenerate and (g.safe if g.correct is None else g.correct and g.safe)
+    return 2.0 * main + 0.5 * g.polite + 0.5 * g.concise
+
+
 def _preference(task: Task, rng: random.Random) -> dict[str, Any] | None:
+    # A pair needs responses of different quality; one that differs only by the over-refusal penalty (a refusal
+    # vs an equally polite and concise wrong answer) is redrawn, as under gold v1. Such pairs would only teach
+    # "attempt rather than refuse", which already dominates the gym's pairs, and keeping the draws of gold v1
+    # keeps every SFT completion byte-identical (the bundled base policy was trained on them). The pair is
+    # ordered by the full gold reward.
     for _ in range(20):
         a, b = sample_response(task, rng), sample_response(task, rng)
         ga, gb = gold(task, a), gold(task, b)
-        if ga.reward != gb.reward:
+        if _quality(ga) != _quality(gb):
             (chosen, gc), (rejected, gr) = sorted(((a, ga), (b, gb)), key=lambda x: -x[1].reward)
             return {"prompt": task.prompt, "chosen": chosen, "rejected": rejected, "family": task.family,
                     "chosen_reward": gc.reward, "rejected_reward": gr.reward}
