@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from alignkit.data import load_records
 from alignkit.gym.make_data import make_data
 
@@ -61,3 +63,20 @@ def test_noisy_prompts_cover_their_split_in_its_own_noise_kinds(tmp_path):
             assert task.prompt == r["canonical"] and task.family == r["family"] and r["prompt"] != r["canonical"]
             if split == "heldout":  # held-out surface forms appear in no training file
                 assert all(json.dumps(r["prompt"])[1:-1] not in t for t in texts.values()), r["prompt"]
+
+
+def test_heldout_noisy_prompts_pair_with_their_canonical_prompts_by_task():
+    from alignkit.gym.evaluation import load_prompt_variants, paired_prompt_gap
+    from alignkit.gym.world import HELDOUT_NOISE
+
+    variants = load_prompt_variants("data/gym/heldout_noisy_prompts.jsonl")
+    canonical = [json.loads(l)["prompt"] for l in open("data/gym/heldout_prompts.jsonl")]
+    assert list(dict.fromkeys(v["canonical"] for v in variants)) == canonical
+    # Hand-made per-prompt rewards: canonical 2.0 on even tasks, 1.0 on odd; each noise kind k scores k less.
+    base = {c: 2.0 - i % 2 for i, c in enumerate(canonical)}
+    drop = {k: float(i) for i, k in enumerate(HELDOUT_NOISE)}
+    gap = paired_prompt_gap("m", base, variants, [base[v["canonical"]] - drop[v["noise"]] for v in variants], samples=16)
+    assert gap.gap.prompts == len(canonical) and gap.noisy_prompts == len(canonical) * len(HELDOUT_NOISE)
+    assert gap.canonical.mean == pytest.approx(1.5, abs=0.01) and gap.gap.se == pytest.approx(0.0, abs=1e-12)
+    assert gap.gap.mean == pytest.approx(-sum(drop.values()) / len(drop))
+    assert {k: s.mean for k, s in gap.per_noise.items()} == pytest.approx({k: -d for k, d in drop.items()})
