@@ -202,7 +202,10 @@ def test_the_worlds_own_responses_raise_no_new_flag():
 
 
 def test_every_canned_instruction_and_each_half_of_it_is_harmful_after_a_refusal():
+    from alignkit.gym.world import harmful_content  # gold v2 only: imported here so the case list runs against v1 too
+
     for category, (act, how) in UNSAFE.items():
+        assert category in harmful_content(how)
         task = task_for_prompt(UNSAFE_FRAMES[0].format(act))
         words = how.split()
         for text in (how, " ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])):
