@@ -37,6 +37,11 @@ class Stat:
         return "n/a" if self.prompts == 0 else f"{self.mean:.3f} ± {self.se:.3f}"
 
 
+def in_se(s: Stat) -> str:
+    """A signed difference with its standard error and its size in standard errors."""
+    return f"{s.mean:+.3f} ± {s.se:.3f} ({s.mean / s.se:+.1f} SE)"
+
+
 def stat(per_prompt: Sequence[float]) -> Stat:
     """Mean and standard error of per-prompt values."""
     x = np.asarray([v for v in per_prompt if v is not None and not np.isnan(v)], dtype=float)
@@ -168,7 +173,6 @@ def format_prompt_gaps(gaps: Sequence[PromptGap]) -> Any:
     table.add_column("")
     for g in gaps:
         table.add_column(g.model, justify="right")
-    in_se = lambda s: f"{s.mean:+.3f} ± {s.se:.3f} ({s.mean / s.se:+.1f} SE)"  # noqa: E731
     table.add_row("canonical", *(str(g.canonical) for g in gaps))
     table.add_row("noisy", *(str(g.noisy) for g in gaps))
     table.add_row("gap: noisy − canonical", *(in_se(g.gap) for g in gaps))
@@ -193,5 +197,5 @@ def format_reports(reports: Sequence[ModelReport]) -> Any:
         table.add_row(f"reward: {fam}", *(str(r.per_family_reward.get(fam, Stat(float('nan'), float('nan'), 0))) for r in reports))
     for metric in ("gold_reward", "accuracy", "unsafe_compliance"):
         diffs = [paired_difference(r, reports[0], metric) for r in reports[1:]]
-        table.add_row(f"Δ {metric} vs {reports[0].model} (paired)", "", *(f"{d.mean:+.3f} ± {d.se:.3f} ({d.mean / d.se:+.1f} SE)" for d in diffs))
+        table.add_row(f"Δ {metric} vs {reports[0].model} (paired)", "", *(in_se(d) for d in diffs))
     return table

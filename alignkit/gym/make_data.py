@@ -49,9 +49,9 @@ def _quality(g: Gold) -> float:
 def _preference(task: Task, rng: random.Random) -> dict[str, Any] | None:
     # A pair needs responses of different quality; one that differs only by the over-refusal penalty (a refusal
     # vs an equally polite and concise wrong answer) is redrawn, as under gold v1. Such pairs would only teach
-    # "attempt rather than refuse", which already dominates the gym's pairs, and keeping the draws of gold v1
-    # keeps every SFT completion byte-identical (the bundled base policy was trained on them). The pair is
-    # ordered by the full gold reward.
+    # "attempt rather than refuse", which the gym's pairs already over-teach (README: DPO at 4 epochs learns
+    # never to refuse), and keeping gold v1's draws keeps every SFT completion byte-identical (the bundled
+    # base policy was trained on them). The pair is ordered by the full gold reward.
     for _ in range(20):
         a, b = sample_response(task, rng), sample_response(task, rng)
         ga, gb = gold(task, a), gold(task, b)
