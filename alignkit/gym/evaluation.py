@@ -4,6 +4,9 @@ Per model: mean gold reward, accuracy on verifiable families, unsafe-compliance 
 rate on safe prompts, politeness, mean length, and KL to the base model estimated on the samples
 (KL(π‖base) ≈ mean of log π(y|x) − log base(y|x) over y ~ π). Every figure is a mean over prompts of
 per-prompt means, with its standard error over prompts.
+
+`prompt_gap` compares canonical prompts with noisy variants of the same tasks (`make-data`'s
+`heldout_noisy_prompts.jsonl`): mean gold reward of each, and their difference paired by task.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ class Stat:
 
     def __str__(self) -> str:
         return "n/a" if self.prompts == 0 else f"{self.mean:.3f} ± {self.se:.3f}"
+
+
+def in_se(s: Stat) -> str:
+    """A signed difference with its standard error and its size in standard errors."""
+    return f"{s.mean:+.3f} ± {s.se:.3f} ({s.mean / s.se:+.1f} SE)"
 
 
 def stat(per_prompt: Sequence[float]) -> Stat:
@@ -75,7 +83,7 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
     for result in results:
         task = task_for_prompt(result.prompt)
-        golds = [gold(task, c.text) for c in result.completions]
+        golds = [gold(task, c.text, result.prompt) for c in result.completions]
         per["gold_reward"].append(mean([g.reward for g in golds]))
         per["accuracy"].append(mean([g.correct for g in golds]) if task.family in VERIFIABLE else None)
         per["unsafe_compliance"].append(mean([not g.safe for g in golds]) if task.unsafe else None)
@@ -98,6 +106,82 @@ def paired_difference(model: ModelReport, base: ModelReport, metric: str = "gold
     return stat([a - b for a, b in pairs])
 
 
+@dataclass
+class PromptGap:
+    """Gold reward on canonical prompts vs noisy variants of the same tasks, paired by task."""
+
+    model: str
+    canonical: Stat  # mean over tasks of the canonical prompt's mean reward
+    noisy: Stat  # mean over tasks of the mean reward of the task's noisy prompts
+    gap: Stat  # mean over tasks of (noisy − canonical), with its paired standard error
+    per_noise: dict[str, Stat]  # the paired gap of each noise kind alone
+    samples: int
+    noisy_prompts: int
+
+    def to_json(self) -> dict[str, Any]:
+        as_dict = lambda s: {"mean": s.mean, "se": s.se, "tasks": s.prompts}  # noqa: E731
+        return {"model": self.model, "canonical": as_dict(self.canonical), "noisy": as_dict(self.noisy), "gap": as_dict(self.gap),
+                "per_noise": {k: as_dict(v) for k, v in self.per_noise.items()}, "samples": self.samples,
+                "noisy_prompts": self.noisy_prompts}
+
+
+def load_prompt_variants(path: str | Path) -> list[dict[str, str]]:
+    """Rows `{"prompt", "canonical", "noise"}` of a noisy prompts file (`make-data`'s `*_noisy_prompts.jsonl`)."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        missing = [k for k in ("prompt", "canonical") if not isinstance(row.get(k), str)]
+        if missing:
+            raise ValueError(f"{path}, record {i}: field(s) {', '.join(missing)} missing or not text; expected "
+                             '{"prompt": noisy, "canonical": original, "noise": kind}')
+        rows.append({"prompt": row["prompt"], "canonical": row["canonical"], "noise": str(row.get("noise", "noisy"))})
+    return rows
+
+
+def prompt_gap(model: str, variants: Sequence[dict[str, str]], samples: int = 16, temperature: float = 1.0,
+               max_tokens: int = 64, seed: int = 0) -> PromptGap:
+    """Sample canonical and noisy prompts in one pass and compare them task by task (noisy − canonical)."""
+    canonical = list(dict.fromkeys(v["canonical"] for v in variants))
+    report = evaluate(model, canonical + [v["prompt"] for v in variants], samples=samples, temperature=temperature,
+                      max_tokens=max_tokens, seed=seed)
+    reward = report.per_prompt["gold_reward"]
+    return paired_prompt_gap(model, dict(zip(canonical, reward[: len(canonical)])), variants, reward[len(canonical) :], samples)
+
+
+def paired_prompt_gap(model: str, canonical_reward: dict[str, float], variants: Sequence[dict[str, str]],
+                      variant_reward: Sequence[float], samples: int) -> PromptGap:
+    """The paired comparison of per-prompt mean rewards: each task's noisy prompts (averaged) minus its canonical prompt."""
+    by_task: dict[str, list[float]] = {}
+    by_noise: dict[str, dict[str, list[float]]] = {}
+    for v, r in zip(variants, variant_reward, strict=True):
+        by_task.setdefault(v["canonical"], []).append(r)
+        by_noise.setdefault(v["noise"], {}).setdefault(v["canonical"], []).append(r)
+    tasks = list(by_task)
+    noisy = {c: float(np.mean(rs)) for c, rs in by_task.items()}
+    per_noise = {k: stat([float(np.mean(rs)) - canonical_reward[c] for c, rs in group.items()]) for k, group in sorted(by_noise.items())}
+    return PromptGap(model, stat([canonical_reward[c] for c in tasks]), stat([noisy[c] for c in tasks]),
+                     stat([noisy[c] - canonical_reward[c] for c in tasks]), per_noise, samples, len(variants))
+
+
+def format_prompt_gaps(gaps: Sequence[PromptGap]) -> Any:
+    """A rich table: canonical vs noisy gold reward and the paired gap, one column per model."""
+    from rich.table import Table
+
+    table = Table(title="gold reward on canonical vs noisy prompts of the same tasks (mean ± SE over tasks; gap paired by task)")
+    table.add_column("")
+    for g in gaps:
+        table.add_column(g.model, justify="right")
+    table.add_row("canonical", *(str(g.canonical) for g in gaps))
+    table.add_row("noisy", *(str(g.noisy) for g in gaps))
+    table.add_row("gap: noisy − canonical", *(in_se(g.gap) for g in gaps))
+    for kind in sorted({k for g in gaps for k in g.per_noise}):
+        table.add_row(f"gap: {kind}", *(in_se(g.per_noise[kind]) if kind in g.per_noise else "" for g in gaps))
+    table.add_row("tasks / noisy prompts / samples per prompt", *(f"{g.gap.prompts} / {g.noisy_prompts} / {g.samples}" for g in gaps))
+    return table
+
+
 def format_reports(reports: Sequence[ModelReport]) -> Any:
     """A rich table: one row per metric, one column per model."""
     from rich.table import Table
@@ -113,5 +197,5 @@ def format_reports(reports: Sequence[ModelReport]) -> Any:
         table.add_row(f"reward: {fam}", *(str(r.per_family_reward.get(fam, Stat(float('nan'), float('nan'), 0))) for r in reports))
     for metric in ("gold_reward", "accuracy", "unsafe_compliance"):
         diffs = [paired_difference(r, reports[0], metric) for r in reports[1:]]
-        table.add_row(f"Δ {metric} vs {reports[0].model} (paired)", "", *(f"{d.mean:+.3f} ± {d.se:.3f} ({d.mean / d.se:+.1f} SE)" for d in diffs))
+        table.add_row(f"Δ {metric} vs {reports[0].model} (paired)", "", *(in_se(d) for d in diffs))
     return table

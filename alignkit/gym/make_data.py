@@ -1,7 +1,9 @@
 """`alignkit gym make-data`: the gym's datasets in alignkit's canonical formats.
 
 Train and held-out splits are split by prompt (stratified by family), so no prompt is in both.
-Everything is drawn from one `random.Random(seed)`: the same seed writes the same bytes.
+Everything is drawn from one `random.Random(seed)`, except the noisy prompt variants, which are drawn
+from their own `random.Random(f"{seed}-variants")` so that adding them changed no other file: the
+same seed writes the same bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from alignkit.gym.world import FACTS_FILE, FAMILIES, Task, all_tasks, facts, gold, make_response, sample_response
+from alignkit.gym.world import (FACTS_FILE, FAMILIES, HELDOUT_NOISE, TRAIN_NOISE, Gold, Task, all_tasks, facts, gold, make_response,
+                                prompt_variants, sample_response)
 
 # SFT data quality: the share of correct answers (and of refusals on unsafe prompts). Mixed on purpose,
 # so a model trained on it makes every kind of mistake at a measurable rate.
@@ -37,11 +40,22 @@ def split_tasks(tasks: list[Task], rng: random.Random, heldout_fraction: float) 
     return train, heldout
 
 
+def _quality(g: Gold) -> float:
+    """2·main + 0.5·polite + 0.5·concise: the gold reward without its penalty terms (over-refusal, degenerate)."""
+    main = not g.degenerate and (g.safe if g.correct is None else g.correct and g.safe)
+    return 2.0 * main + 0.5 * g.polite + 0.5 * g.concise
+
+
 def _preference(task: Task, rng: random.Random) -> dict[str, Any] | None:
+    # A pair needs responses of different quality; one that differs only by the over-refusal penalty (a refusal
+    # vs an equally polite and concise wrong answer) is redrawn, as under gold v1. Such pairs would only teach
+    # "attempt rather than refuse", which the gym's pairs already over-teach (README: DPO at 4 epochs learns
+    # never to refuse), and keeping gold v1's draws keeps every SFT completion byte-identical (the bundled
+    # base policy was trained on them). The pair is ordered by the full gold reward.
     for _ in range(20):
         a, b = sample_response(task, rng), sample_response(task, rng)
         ga, gb = gold(task, a), gold(task, b)
-        if ga.reward != gb.reward:
+        if _quality(ga) != _quality(gb):
             (chosen, gc), (rejected, gr) = sorted(((a, ga), (b, gb)), key=lambda x: -x[1].reward)
             return {"prompt": task.prompt, "chosen": chosen, "rejected": rejected, "family": task.family,
                     "chosen_reward": gc.reward, "rejected_reward": gr.reward}
@@ -96,6 +110,12 @@ def knowledge_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def noisy_prompt_rows(tasks: list[Task], kinds: tuple[str, ...], rng: random.Random) -> list[dict[str, Any]]:
+    """One variant of each noise kind per task: `{"prompt": noisy, "canonical", "family", "noise"}`."""
+    return [{"prompt": rng.choice(prompt_variants(task)[kind]), "canonical": task.prompt, "family": task.family, "noise": kind}
+            for task in tasks for kind in kinds]
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
@@ -104,7 +124,9 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def make_data(out: str | Path, seed: int = 0, heldout_fraction: float = 0.25, responses_per_prompt: int = 4) -> dict[str, Any]:
     """Write `{train,heldout}_{sft,preference,judgment,negative,prompts,judge}.jsonl`, the teacher's
-    `train_teacher_sft.jsonl` (only perfect train responses) and a manifest."""
+    `train_teacher_sft.jsonl` (only perfect train responses), noisy prompt variants (`train_noisy_prompts.jsonl`:
+    train tasks in the train noise kinds; `heldout_noisy_prompts.jsonl`: held-out tasks in the held-out kinds,
+    which training data never shows) and a manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -120,8 +142,14 @@ def make_data(out: str | Path, seed: int = 0, heldout_fraction: float = 0.25, re
                 counts["train_teacher_sft"] = len(teacher)
             _write_jsonl(out / f"{split}_{name}.jsonl", rows)
             counts[f"{split}_{name}"] = len(rows)
+    variant_rng = random.Random(f"{seed}-variants")
+    for split, tasks, kinds in (("train", train, TRAIN_NOISE), ("heldout", heldout, HELDOUT_NOISE)):
+        rows = noisy_prompt_rows(tasks, kinds, variant_rng)
+        _write_jsonl(out / f"{split}_noisy_prompts.jsonl", rows)
+        counts[f"{split}_noisy_prompts"] = len(rows)
     shutil.copyfile(FACTS_FILE, out / "facts.json")
     manifest = {"seed": seed, "heldout_fraction": heldout_fraction, "responses_per_prompt": responses_per_prompt,
-                "files": counts, "annotator_noise": list(ANNOTATOR_NOISE), "judge_models": JUDGE_MODELS, "teacher_min_gold": TEACHER_MIN_GOLD}
+                "files": counts, "annotator_noise": list(ANNOTATOR_NOISE), "judge_models": JUDGE_MODELS, "teacher_min_gold": TEACHER_MIN_GOLD,
+                "noise_kinds": {"train": list(TRAIN_NOISE), "heldout": list(HELDOUT_NOISE)}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
