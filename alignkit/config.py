@@ -14,11 +14,12 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 TINY_MODEL_PREFIX = "tiny:"
 
@@ -79,6 +80,15 @@ class DataSettings(_Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("max_prompt_length")
+    @classmethod
+    def _room_for_completion(cls, value: int, info: ValidationInfo) -> int:
+        # Checked here, not when the first batch is built after the tokenizer (and data) loaded.
+        max_length = info.data.get("max_length")
+        if max_length is not None and value >= max_length:
+            raise ValueError(f"must be smaller than data.max_length ({max_length}) to leave room for the completion")
+        return value
 
     @field_validator("format")
     @classmethod
