@@ -151,11 +151,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as err:  # an endpoint that is down, a model that does not load: one line, exit 2
+        from alignkit.engine.model_loading import ModelLoadError
+        from alignkit.generation.base import GenerationError
+
+        if isinstance(err, (GenerationError, ModelLoadError)):
+            print(f"alignkit: {err}", file=sys.stderr)
+            return 2
+        raise
     except ValueError as err:  # RecipeError, DataError and validation problems carry their own locations
         from alignkit.config import RecipeError
         from alignkit.data.loaders import DataError
+        from alignkit.engine.checkpoints import CheckpointError
 
-        if isinstance(err, (RecipeError, DataError)):
+        if isinstance(err, (RecipeError, DataError, CheckpointError)):
             print(f"alignkit: {err}", file=sys.stderr)
             return 2
         raise
@@ -194,6 +203,10 @@ def launch_command(recipe_path: str, recipe, extra: Sequence[str]) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = _load(args)
+    if isinstance(args.resume, str):  # an explicit checkpoint must be complete: fail before any model loads
+        from alignkit.engine.checkpoints import resolve_resume
+
+        resolve_resume(recipe.training.output_dir, args.resume, bool((recipe.training.model_extra or {}).get("save_only_model")))
     if (recipe.launch.num_processes > 1 or recipe.launch.config_file) and not _launched() and not args.no_launch:
         extra = [x for o in args.overrides for x in ("--set", o)]
         if args.resume:
