@@ -67,16 +67,33 @@ def result_rows(rows: Sequence[dict[str, Any]], results: Sequence[GenerationResu
     return out
 
 
-def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows atomically (temp file + rename)."""
+def write_atomic(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> Path:
+    """Write a file atomically: `write(fh)` fills a temp file beside `path`, which then replaces it.
+
+    If `write` fails (or the process is interrupted by an exception), the temp file is removed and
+    `path` keeps its old content: no half-written file, and no orphan `.tmp` left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write rows atomically (temp file + rename; the temp file is removed when a row fails to serialise)."""
+
+    def write(fh: Any) -> None:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+
+    return write_atomic(path, write)
 
 
 def read_prompt_rows(path: str | Path, fmt: str | None = None) -> list[dict[str, Any]]:
@@ -84,6 +101,7 @@ def read_prompt_rows(path: str | Path, fmt: str | None = None) -> list[dict[str,
     each row's `family` and `id` when present."""
     from alignkit.data.loaders import iter_rows, load_records
     from alignkit.data.records import to_prompt
+    from alignkit.data.templates import as_messages
 
     records = load_records(path, fmt).records
     raw = [row for _, row in iter_rows(path)]
@@ -91,7 +109,9 @@ def read_prompt_rows(path: str | Path, fmt: str | None = None) -> list[dict[str,
     out = []
     for i, record in enumerate(records):
         extras = {k: raw[i][k] for k in ("family", "id") if keep and k in raw[i]}
-        out.append({"prompt": to_prompt(record).prompt, **extras})
+        prompt = to_prompt(record).prompt
+        # Chat prompts as plain dicts: Message objects do not serialise into the output or the cache.
+        out.append({"prompt": prompt if isinstance(prompt, str) else as_messages(prompt), **extras})
     return out
 
 
