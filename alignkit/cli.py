@@ -339,8 +339,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  args.startup_timeout, allow_unauthenticated=args.allow_unauthenticated)
 
 
-def _rollouts(args: argparse.Namespace) -> list[dict]:
+def _sampling_params(args: argparse.Namespace):
+    """The command line's sampling parameters, validated (before any data is read or model loaded)."""
     from alignkit.generation.base import SamplingParams
+
+    try:
+        return SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                              stop=tuple(args.stop), seed=args.seed, logprobs=True)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
+def _rollouts(args: argparse.Namespace) -> list[dict]:
     from alignkit.generation.rollouts import read_prompt_rows, rollouts
 
     if not args.model or not args.prompts:
@@ -348,11 +358,7 @@ def _rollouts(args: argparse.Namespace) -> list[dict]:
     url = args.model.startswith(("http://", "https://"))
     if not url and not args.model.startswith("tiny:") and not Path(args.model).exists():
         raise CliError(f"model {args.model!r} is not a folder, tiny:<size> or an endpoint URL")
-    try:  # before reading data or loading a model
-        params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                stop=tuple(args.stop), seed=args.seed, logprobs=True)
-    except ValueError as err:
-        raise CliError(str(err)) from None
+    params = _sampling_params(args)
     options = _endpoint_options(args) if url else {}
     rows = read_prompt_rows(args.prompts, args.format)
     if args.limit:
@@ -379,6 +385,7 @@ def cmd_bon(args: argparse.Namespace) -> int:
     from alignkit.generation.best_of_n import best_of_n, make_scorer
     from alignkit.generation.rollouts import write_jsonl
 
+    _sampling_params(args)  # a bad --n/--temperature fails before the scorer's model loads
     path = args.reward_model if args.scorer == "reward-model" else args.judge_model
     _check_model_arg("--reward-model" if args.scorer == "reward-model" else "--judge-model", path)
     options = {}

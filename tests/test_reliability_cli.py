@@ -89,6 +89,10 @@ def test_greedy_sampling_with_n_above_1_is_rejected_before_loading(tmp_path, mon
                  "--out", str(tmp_path / "out.jsonl")]) == 2
     assert "temperature 0 is greedy decoding: all n=2 completions of a prompt would be identical" in one_line_error(capsys)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out.jsonl").exists()
+    assert main(["bon", "--model", "tiny:xs", "--prompts", "data/samples/prompt.jsonl", "--temperature", "0", "--n", "4",
+                 "--scorer", "reward-model", "--reward-model", "tiny:xs", "--out", str(tmp_path / "bon.jsonl")]) == 2
+    assert "temperature 0 is greedy decoding: all n=4 completions" in one_line_error(capsys)
+    assert not (tmp_path / "cache").exists()  # the reward model was not built or loaded either
 
 
 def test_human_label_outside_the_label_set_names_file_line_and_labels(tmp_path, capsys):
