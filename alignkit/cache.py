@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def cache_dir() -> Path:
@@ -55,6 +55,17 @@ def atomic_path(target: str | Path, directory: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> Path:
+    """Write a file atomically: `write(fh)` fills a temp file beside `path`, which then replaces it.
+
+    If `write` fails (or the process is interrupted by an exception), the temp file is removed and
+    `path` keeps its old content: no half-written file, and no orphan `.tmp` left behind.
+    """
+    with atomic_path(path) as tmp, tmp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        write(fh)
+    return Path(path)
 
 
 def write_text_atomic(target: str | Path, text: str) -> Path:

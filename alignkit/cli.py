@@ -104,6 +104,16 @@ def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--limit", type=int, help="use only the first N prompts")
     p.add_argument("--no-cache", action="store_true", help="sample again even if this exact request is cached")
     p.add_argument("--out", required=True, help="output JSONL")
+    _add_endpoint_options(p)
+
+
+def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-key", default=None,
+                   help="API key for an endpoint URL (OPENAI_API_KEY is used for https://api.openai.com only)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each endpoint request (default 120)")
+    p.add_argument("--retries", type=int, default=2, help="retries of a timed-out or failed endpoint request (default 2)")
+    p.add_argument("--allow-plain-http-key", action="store_true",
+                   help="send --api-key over plain http to a host other than this machine (trusted networks only)")
 
 
 def _add_generation_commands(sub) -> None:
@@ -112,7 +122,10 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"], help="auto: vllm when installed")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=os.environ.get("ALIGNKIT_API_KEY"), help="require this bearer token")
+    p.add_argument("--api-key", default=os.environ.get("ALIGNKIT_API_KEY"),
+                   help="require this bearer token (default: $ALIGNKIT_API_KEY)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve on a non-loopback --host without --api-key (anyone who reaches the port can use it)")
     p.add_argument("--served-model-name", help="name clients use (default: the model argument)")
     p.add_argument("--lora-modules", nargs="*", default=[], metavar="NAME=PATH", help="LoRA adapters to serve (vllm)")
     p.add_argument("--startup-timeout", type=float, default=900)
@@ -128,7 +141,7 @@ def _add_generation_commands(sub) -> None:
                    help="llm = reference-based correct/incorrect; pairwise compares `answer` with `reference` in both orders")
     p.add_argument("--model", help="judge model folder (hf/vllm), reward model folder, or the model name at --endpoint")
     p.add_argument("--endpoint", help="OpenAI-compatible URL of the judge model (e.g. from `alignkit serve`)")
-    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    _add_endpoint_options(p)
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="backend for a local --model")
     p.add_argument("--template", help="built-in template name or a template file (see docs/judge.md)")
     p.add_argument("--field", help="for --judge field: the column with the labels to evaluate")
@@ -157,11 +170,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as err:  # an endpoint that is down, a model that does not load: one line, exit 2
+        from alignkit.modeling.loading import ModelLoadError
+        from alignkit.generation.base import GenerationError
+
+        if isinstance(err, (GenerationError, ModelLoadError)):
+            print(f"alignkit: {err}", file=sys.stderr)
+            return 2
+        raise
     except ValueError as err:  # RecipeError, DataError and validation problems carry their own locations
         from alignkit.config import RecipeError
         from alignkit.data.loaders import DataError
+        from alignkit.engine.checkpoints import CheckpointError
 
-        if isinstance(err, (RecipeError, DataError)):
+        if isinstance(err, (RecipeError, DataError, CheckpointError)):
             print(f"alignkit: {err}", file=sys.stderr)
             return 2
         raise
@@ -204,6 +226,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if is_staged(args.recipe):
         return _train_stages(args)
     recipe = _load(args)
+    if isinstance(args.resume, str):  # an explicit checkpoint must be complete: fail before any model loads
+        from alignkit.engine.checkpoints import resolve_resume
+
+        resolve_resume(recipe.training.output_dir, args.resume, bool((recipe.training.model_extra or {}).get("save_only_model")))
     if (recipe.launch.num_processes > 1 or recipe.launch.config_file) and not _launched() and not args.no_launch:
         extra = [x for o in args.overrides for x in ("--set", o)]
         if args.resume:
@@ -337,25 +363,60 @@ def cmd_gym(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_model_arg(flag: str, value: str | None) -> None:
+    """Fail before loading anything when a model argument is neither a folder, tiny:<size>, a URL nor a usable hub id."""
+    from alignkit.config import TINY_MODEL_PREFIX, model_source_problem
+
+    if not value or value.startswith(("http://", "https://", TINY_MODEL_PREFIX)):
+        return
+    problem = model_source_problem(value)
+    if problem:
+        raise CliError(f"{flag}: {problem}")
+
+
+def _endpoint_options(args: argparse.Namespace) -> dict:
+    """Options for an OpenAI-compatible endpoint client from the command line."""
+    if args.timeout <= 0 or args.retries < 0:
+        raise CliError(f"--timeout must be > 0 and --retries >= 0, got {args.timeout:g} and {args.retries}")
+    return {"api_key": args.api_key, "timeout": args.timeout, "max_retries": args.retries,
+            "allow_plain_http_key": args.allow_plain_http_key}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from alignkit.generation.serve import serve
+    from alignkit.generation.serve import check_bind, serve
     from alignkit.generation.vllm_engine import vllm_available
 
+    try:
+        check_bind(args.host, args.api_key, args.allow_unauthenticated)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    _check_model_arg("model", args.model)
     backend = args.backend if args.backend != "auto" else ("vllm" if vllm_available() else "hf")
     import shlex
 
     extra = shlex.split(args.vllm_args)
     return serve(args.model, backend, args.host, args.port, args.api_key, args.lora_modules, args.served_model_name, extra,
-                 args.startup_timeout)
+                 args.startup_timeout, allow_unauthenticated=args.allow_unauthenticated)
+
+
+def _sampling_params(args: argparse.Namespace):
+    """The command line's sampling parameters, validated (before any data is read or model loaded)."""
+    from alignkit.generation.base import SamplingParams
+
+    try:
+        return SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                              stop=tuple(args.stop), seed=args.seed, logprobs=True)
+    except ValueError as err:
+        raise CliError(str(err)) from None
 
 
 def _rollouts(args: argparse.Namespace) -> list[dict]:
-    from alignkit.generation.base import SamplingParams
     from alignkit.generation.rollouts import read_prompt_rows, rollouts
 
     if not args.model or not args.prompts:
         raise CliError("give --model and --prompts (or a recipe for `alignkit generate`)")
-    if not args.model.startswith(("http://", "https://")) and not args.model.startswith("tiny:") and not Path(args.model).exists():
+    url = args.model.startswith(("http://", "https://"))
+    if not url and not args.model.startswith("tiny:") and not Path(args.model).exists():
         raise CliError(f"model {args.model!r} is not a folder, tiny:<size> or an endpoint URL")
     from alignkit.data.templates import check_template
 
@@ -363,13 +424,13 @@ def _rollouts(args: argparse.Namespace) -> list[dict]:
         check_template(args.template)
     except ValueError as err:
         raise CliError(f"--template: {err}") from None
+    params = _sampling_params(args)
+    options = _endpoint_options(args) if url else {}
     rows = read_prompt_rows(args.prompts, args.format)
     if args.limit:
         rows = rows[: args.limit]
-    params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                            stop=tuple(args.stop), seed=args.seed, logprobs=True)
     return rollouts(args.model, rows, params, args.backend, args.template, cache=not args.no_cache,
-                    max_prompt_length=args.max_prompt_length)
+                    max_prompt_length=args.max_prompt_length, **options)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -393,8 +454,17 @@ def cmd_bon(args: argparse.Namespace) -> int:
     from alignkit.judge.scorer import make_scorer
     from alignkit.scoring.best_of_n import best_of_n
 
+    _sampling_params(args)  # a bad --n/--temperature fails before the scorer's model loads
     path = args.reward_model if args.scorer == "reward-model" else args.judge_model
-    scorer = make_scorer(args.scorer, path, args.template)  # fail on a bad scorer before sampling
+    _check_model_arg("--reward-model" if args.scorer == "reward-model" else "--judge-model", path)
+    options = {}
+    if args.scorer == "judge" and path and path.startswith(("http://", "https://")):
+        endpoint = _endpoint_options(args)
+        options = {"api_key": endpoint.pop("api_key"), "endpoint_options": endpoint}
+    try:
+        scorer = make_scorer(args.scorer, path, args.template, **options)  # fail on a bad scorer before sampling
+    except ValueError as err:
+        raise CliError(str(err)) from None
     selected = best_of_n(_rollouts(args), scorer, args.worst)
     write_jsonl(args.out, selected)
     mean = sum(r["score"] for r in selected) / len(selected)
@@ -409,9 +479,12 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise CliError(f"data file {args.data} does not exist")
     human = None if args.human_labels.lower() == "none" else args.human_labels
+    if not args.endpoint:
+        _check_model_arg("--model", args.model)
+    options = _endpoint_options(args)
     try:
-        judge = make_judge(args.judge, args.model, args.endpoint, args.template, args.backend, args.field, args.api_key,
-                           cache=not args.no_cache, max_tokens=args.max_tokens)
+        judge = make_judge(args.judge, args.model, args.endpoint, args.template, args.backend, args.field, options.pop("api_key"),
+                           cache=not args.no_cache, max_tokens=args.max_tokens, endpoint_options=options)
         report = run_judge(args.data, judge, args.out, human, args.group_by or None, args.bootstrap)
     except ValueError as err:
         from alignkit.config import RecipeError

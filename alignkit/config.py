@@ -15,12 +15,13 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 TINY_MODEL_PREFIX = "tiny:"
 
@@ -116,6 +117,15 @@ class DataSettings(_Strict):
 
         return check_template(value)
 
+    @field_validator("max_prompt_length")
+    @classmethod
+    def _room_for_completion(cls, value: int, info: ValidationInfo) -> int:
+        # Checked here, not when the first batch is built after the tokenizer (and data) loaded.
+        max_length = info.data.get("max_length")
+        if max_length is not None and value >= max_length:
+            raise ValueError(f"must be smaller than data.max_length ({max_length}) to leave room for the completion")
+        return value
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
@@ -208,6 +218,61 @@ def training_argument_names() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(TrainingArguments) if f.init)
 
 
+@functools.lru_cache(maxsize=1)
+def _training_argument_hints() -> dict[str, Any]:
+    import typing
+
+    from transformers import TrainingArguments
+
+    return typing.get_type_hints(TrainingArguments)  # resolves string annotations
+
+
+def training_argument_type_hint(name: str) -> Any:
+    """The resolved type annotation of one `TrainingArguments` field."""
+    return _training_argument_hints()[name]
+
+
+@functools.lru_cache(maxsize=None)
+def training_argument_type(name: str) -> TypeAdapter:
+    """A validator for one `TrainingArguments` field, from its resolved type annotation."""
+    return TypeAdapter(training_argument_type_hint(name))
+
+
+def _type_name(hint: Any) -> str:
+    """`float`, `int | None`, `dict | str`: a type annotation as a user reads it."""
+    args = getattr(hint, "__args__", None)
+    if args and getattr(hint, "__origin__", None) is not list:
+        return " | ".join(_type_name(a) for a in args)
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _check_training_extra(training: TrainingSettings) -> list[str]:
+    """Problems with the extra `training.*` keys: unknown names, or values of the wrong type.
+
+    A wrong type would otherwise pass validation and fail deep inside the Trainer after the model
+    loaded (e.g. `adam_beta1: "zero"` as a TypeError in the optimizer).
+    """
+    extra = training.model_extra or {}
+    known = training_argument_names() if extra else frozenset()
+    problems = []
+    for key in sorted(extra):
+        if key not in known:
+            hint = _did_you_mean(key, set(TrainingSettings.model_fields) | known)
+            problems.append(f"training.{key}: unknown key{hint}; training keys are transformers.TrainingArguments fields")
+            continue
+        value = extra[key]
+        try:
+            checked = training_argument_type(key).validate_python(value)
+        except ValidationError as err:
+            hint = _type_name(training_argument_type_hint(key))
+            problems.append(f"training.{key}: expected {hint} (transformers.TrainingArguments.{key}), got {value!r}: "
+                            f"{err.errors()[0]['msg']}")
+            continue
+        if isinstance(checked, (bool, int, float)) and type(checked) is not type(value):  # "1e-3" -> 1e-3
+            extra[key] = checked
+    return problems
+
+
 # --------------------------------------------------------------------------------------------
 # loading
 
@@ -255,11 +320,7 @@ def validate_recipe(raw: dict[str, Any], source: Path | str = "<recipe>") -> Rec
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise RecipeError(_format_errors(err, source, root=Recipe)) from None
-    problems = []
-    unknown = set(recipe.training.model_extra or {}) - training_argument_names() if recipe.training.model_extra else set()
-    for key in sorted(unknown):
-        hint = _did_you_mean(key, set(TrainingSettings.model_fields) | training_argument_names())
-        problems.append(f"training.{key}: unknown key{hint}; training keys are transformers.TrainingArguments fields")
+    problems = _check_training_extra(recipe.training)
     try:
         settings = recipe.method_settings()
         recipe.method_args = settings.model_dump()
@@ -284,6 +345,9 @@ def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>", pending:
     for field, value in (("launch.config_file", recipe.launch.config_file), ("training.deepspeed", recipe.training.deepspeed)):
         if value and not Path(value).is_file():
             missing.append(f"{field}: file not found: {value}")
+    blocked = _not_a_folder(Path(recipe.training.output_dir).expanduser())
+    if blocked is not None:
+        missing.append(f"training.output_dir: {blocked} exists and is not a folder; checkpoints need a folder at {recipe.training.output_dir}")
     model_path = recipe.model.path
     if model_path.startswith(TINY_MODEL_PREFIX):
         from alignkit.gym.shapes import SIZES
@@ -291,8 +355,11 @@ def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>", pending:
         size = model_path[len(TINY_MODEL_PREFIX):]
         if size not in SIZES:
             missing.append(f"model.path: unknown tiny model size {size!r}; known: {', '.join(SIZES)}")
-    elif _looks_local(model_path) and not Path(model_path).expanduser().is_dir() and model_path not in pending:
-        missing.append(f"model.path: model folder not found: {model_path}")
+    elif model_path not in pending:
+        for field, value in (("model.path", model_path), ("model.tokenizer", recipe.model.tokenizer)):
+            problem = model_source_problem(value, recipe.model.revision) if value and not value.startswith(TINY_MODEL_PREFIX) else None
+            if problem:
+                missing.append(f"{field}: {problem}")
     if missing:
         raise RecipeError("\n".join(f"{source}: {m}" for m in missing))
 
@@ -406,6 +473,38 @@ def saved_recipe(model_path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return yaml.safe_load(path.read_text())
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first existing path among `path` and its parents, when it is not a folder (else None)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face Hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def model_source_problem(path: str, revision: str | None = None) -> str | None:
+    """Why `path` cannot be a model: a missing local folder, an invalid hub id, or a hub id with no
+    cached copy while the hub is offline. None when it may load (a reachable hub id is found out at load)."""
+    if _looks_local(path):
+        return None if Path(path).expanduser().is_dir() else f"model folder not found: {path}"
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return f"{path!r} is neither a local folder nor a valid hub id (org/name)"
+    if hub_offline() and not isinstance(try_to_load_from_cache(path, "config.json", revision=revision), str):
+        return (f"{path!r} is not a local folder, and the hub is offline (HF_HUB_OFFLINE) with no cached copy of it; "
+                f"download it first or give a local folder")
+    return None
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,11 @@ class DataError(ValueError):
 
 @dataclass
 class LoadResult:
-    """Records that loaded, plus counts of rows skipped (invalid) and filtered (by the adapter's rule)."""
+    """Records that loaded, plus counts of rows skipped (invalid) and filtered (by the adapter's rule).
+
+    Exact-duplicate records are kept (a dataset may repeat a pair on purpose) but counted in
+    `duplicates`, with the first repeat's location in `examples["duplicate"]`.
+    """
 
     records: list[Record]
     format: str
@@ -36,16 +41,22 @@ class LoadResult:
     skipped: collections.Counter = field(default_factory=collections.Counter)
     filtered: collections.Counter = field(default_factory=collections.Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    duplicates: int = 0
 
     def summary(self) -> str:
-        """One line: how many rows loaded, were skipped (and why) and were filtered."""
+        """One line: how many rows loaded, were skipped (and why), were filtered, and repeat an earlier record."""
         parts = [f"{len(self.records)} of {self.rows} rows loaded as {self.format}"]
         if self.skipped:
-            reasons = "; ".join(f"{n}× {r}" for r, n in self.skipped.most_common())
-            parts.append(f"{sum(self.skipped.values())} invalid skipped ({reasons})")
+            parts.append(f"{sum(self.skipped.values())} invalid skipped ({self.skip_reasons()})")
         if self.filtered:
             parts.append("filtered: " + "; ".join(f"{n}× {r}" for r, n in self.filtered.most_common()))
+        if self.duplicates:
+            parts.append(f"{self.duplicates} exact duplicates of earlier records (kept)")
         return ", ".join(parts)
+
+    def skip_reasons(self) -> str:
+        """The skip reasons with their counts, most common first."""
+        return "; ".join(f"{n}× {r}" for r, n in self.skipped.most_common())
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -72,12 +83,34 @@ def iter_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(SUFFIXES)} or a saved datasets folder")
 
 
+def _not_utf8(err: UnicodeDecodeError, column_offset: int = 0) -> str:
+    byte = err.object[err.start : err.start + 1].hex()
+    return f"not valid UTF-8 (byte 0x{byte} at column {column_offset + err.start + 1}); re-encode the file as UTF-8"
+
+
+def _read_text(path: Path) -> str:
+    """The whole file as text; a UTF-8 BOM is dropped, invalid UTF-8 is a DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        lineno = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{lineno}: {_not_utf8(err, -line_start)}") from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    # Read bytes and decode line by line, so a bad byte names its line (and skip_invalid can skip it).
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            loc = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield loc, _Unreadable(_not_utf8(err))
+                continue
             if not line.strip():
                 continue
-            loc = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -88,7 +121,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _iter_json(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(data, list):
@@ -98,12 +131,17 @@ def _iter_json(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            # Structured cells (message lists, nulls) are stored as JSON text in CSV.
-            parsed = {k: _csv_cell(v) for k, v in row.items() if k is not None}
-            yield f"{path}:{reader.line_num}", parsed
+    # csv.DictReader files cells beyond the header under the key None: such a row is invalid, never trimmed.
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    for row in reader:
+        loc = f"{path}:{reader.line_num}"
+        if None in row:
+            extra = len(row[None])
+            yield loc, _Unreadable(f"{len(reader.fieldnames or ()) + extra} cells but the header has "
+                                   f"{len(reader.fieldnames or ())} columns (an unquoted comma?)")
+            continue
+        # Structured cells (message lists, nulls) are stored as JSON text in CSV.
+        yield loc, {k: _csv_cell(v) for k, v in row.items()}
 
 
 def _csv_cell(value: str | None) -> Any:
@@ -160,6 +198,7 @@ def load_records(paths: str | Path | list[str | Path], format: str | None = None
     adapter = ADAPTERS.get(format) if format else None
     if format and adapter is None:
         raise DataError(f"unknown data format {format!r}; known: {', '.join(sorted(ADAPTERS))}")
+    seen: set[str] = set()
     for path in paths:
         for loc, row in iter_rows(path):
             result.rows += 1
@@ -181,7 +220,22 @@ def load_records(paths: str | Path | list[str | Path], format: str | None = None
             if record is None:
                 result.filtered[adapter.filter_reason or "filtered"] += 1
                 continue
+            identity = record.model_dump_json()
+            if identity in seen:
+                result.duplicates += 1
+                result.examples.setdefault("duplicate", f"{loc}: exact duplicate of an earlier record")
+            seen.add(identity)
             result.records.append(record)
+    names = ", ".join(map(str, paths))
     if result.rows == 0:
-        raise DataError(f"{', '.join(map(str, paths))}: no rows found")
+        raise DataError(f"{names}: no rows found")
+    if not result.records:  # fail here, not in a trainer's empty batch much later
+        why = []
+        if result.skipped:
+            why.append(f"{sum(result.skipped.values())} invalid: {result.skip_reasons()}")
+        if result.filtered:
+            why.append(f"{sum(result.filtered.values())} filtered: " + "; ".join(f"{n}× {r}" for r, n in result.filtered.most_common()))
+        example = next((e for k, e in result.examples.items() if k != "duplicate"), None)
+        raise DataError(f"no valid records in {names}: {result.rows} rows, {', '.join(why)}"
+                        + (f" (e.g. {example})" if example else ""))
     return result

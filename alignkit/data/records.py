@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 class Message(BaseModel):
@@ -45,7 +45,14 @@ def _completion_text(value: object) -> object:
     return value
 
 
-Completion = Annotated[str, BeforeValidator(_completion_text), Field(min_length=1)]
+def _not_blank(value: str) -> str:
+    """Reject empty and whitespace-only text: a blank completion trains the model to say nothing."""
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace only")
+    return value
+
+
+Completion = Annotated[str, BeforeValidator(_completion_text), AfterValidator(_not_blank)]
 
 
 class _Record(BaseModel):
@@ -84,9 +91,9 @@ class JudgmentTriple(_Record):
     """
 
     kind: Literal["judgment"] = "judgment"
-    instruction: str = Field(min_length=1)
+    instruction: Annotated[str, AfterValidator(_not_blank)]
     input: str | None = ""
-    output: str = Field(min_length=1)
+    output: Annotated[str, AfterValidator(_not_blank)]
     judgment: str | None = None
     score: float | None = None
 

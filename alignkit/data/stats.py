@@ -20,7 +20,7 @@ def _text_length(value: Any) -> int | None:
 
 
 def data_stats(files: list[str | Path], format: str | None = None) -> dict[str, Any]:
-    """Rows, loaded/skipped/filtered counts, per-field character lengths and label balance."""
+    """Rows, loaded/skipped/filtered/duplicate counts, per-field character lengths and label balance."""
     result = load_records(files, format, skip_invalid=True)
     lengths: dict[str, list[int]] = collections.defaultdict(list)
     extra: dict[str, Any] = {}
@@ -45,6 +45,7 @@ def data_stats(files: list[str | Path], format: str | None = None) -> dict[str, 
         "loaded": len(records),
         "skipped": dict(result.skipped),
         "filtered": dict(result.filtered),
+        "duplicates": result.duplicates,
         "chars": {
             k: {"min": min(v), "mean": round(statistics.fmean(v), 1), "max": max(v)} for k, v in lengths.items()
         },
@@ -67,6 +68,8 @@ def format_stats(stats: dict[str, Any]) -> Any:
     for key in ("skipped", "filtered"):
         if stats[key]:
             lines.append(f"{key}: " + ", ".join(f"{n}× {r}" for r, n in stats[key].items()))
+    if stats.get("duplicates"):
+        lines.append(f"exact duplicates: {stats['duplicates']} (kept)")
     for key in ("positives", "negatives", "chat_prompts", "human_labels", "models"):
         if key in stats:
             lines.append(f"{key}: {stats[key]}")

@@ -58,6 +58,7 @@ class TrainSummary:
     checkpoint: str
     reference: str
     notes: list[str]
+    start_step: int = 0  # the resumed checkpoint's step (0 for a fresh run)
 
 
 def _records_for(method: Any, paths: list[str], recipe: Recipe) -> tuple[list[Any], str]:
@@ -210,10 +211,9 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         processing_class=prep.tokenizer, callbacks=prep.method.training_callbacks(recipe),
     )
     t0 = time.perf_counter()
-    resume_arg = resume if isinstance(resume, str) else (True if resume else None)
-    if resume_arg is True and not any(Path(recipe.training.output_dir).glob("checkpoint-*")):
-        log.warning("--resume: no checkpoint in %s; starting from scratch", recipe.training.output_dir)
-        resume_arg = None
+    from alignkit.engine.checkpoints import checkpoint_step, resolve_resume
+
+    resume_arg = resolve_resume(recipe.training.output_dir, resume, bool(getattr(args, "save_only_model", False)))
     result = trainer.train(resume_from_checkpoint=resume_arg)
     seconds = time.perf_counter() - t0
     final = Path(recipe.training.output_dir) / "final"
@@ -229,7 +229,7 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         method=recipe.method, model=recipe.model.path, train_examples=len(prep.train_examples),
         eval_examples=len(prep.eval_examples), eval_name=prep.eval_name, steps=result.global_step,
         seconds=seconds, before=_strip_eval(first_eval), after=after, checkpoint=str(final),
-        reference=_reference_note(prep), notes=prep.notes,
+        reference=_reference_note(prep), notes=prep.notes, start_step=checkpoint_step(resume_arg) if resume_arg else 0,
     )
 
 
@@ -294,7 +294,8 @@ def summary_lines(summary: TrainSummary) -> list[str]:
     """The run's facts, one per line, printed under the table."""
     return [
         f"model: {summary.model}",
-        f"trained: {summary.train_examples} examples, {summary.steps} optimizer steps in {summary.seconds:.1f}s",
+        f"trained: {summary.train_examples} examples, {summary.steps - summary.start_step} optimizer steps this run "
+        f"(total {summary.steps}) in {summary.seconds:.1f}s",
         f"reference: {summary.reference}",
         f"checkpoint: {summary.checkpoint}",
     ]

@@ -29,9 +29,22 @@ class SamplingParams:
     min_tokens: int = 0
 
     def __post_init__(self) -> None:
-        if (self.n < 1 or self.max_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1
-                or not 0 <= self.min_tokens <= self.max_tokens):
-            raise ValueError(f"invalid sampling parameters: {self}")
+        problems = []
+        if self.n < 1:
+            problems.append(f"n must be at least 1, got {self.n}")
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            problems.append(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}")
+        if self.temperature == 0 and self.n > 1:  # greedy decoding gives n identical copies
+            problems.append(f"temperature 0 is greedy decoding: all n={self.n} completions of a prompt would be identical; "
+                            f"use n=1, or a temperature above 0 to sample {self.n} different ones")
+        if problems:
+            raise ValueError("invalid sampling parameters: " + "; ".join(problems))
 
 
 @dataclass

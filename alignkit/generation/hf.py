@@ -7,13 +7,14 @@ teacher-forced forward pass, so they are the model's raw distribution whatever t
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 import torch
 
 from alignkit.data.records import Prompt
 from alignkit.data.tokenization import encode_prompt
-from alignkit.generation.base import Completion, GenerationResult, SamplingParams
+from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams
 from alignkit.modeling.batching import pad_rows
 from alignkit.modeling.logprobs import sequence_token_logprobs
 
@@ -28,6 +29,7 @@ class HFGenerator:
         self.template = template
         self.batch_size = batch_size
         self.max_prompt_length = max_prompt_length
+        self.cancel_event: threading.Event | None = None  # set it to stop a generation in progress (GenerationError)
 
     @classmethod
     def from_pretrained(cls, path: Any, template: str = "chat", batch_size: int = 32, dtype: str = "float32",
@@ -62,12 +64,18 @@ class HFGenerator:
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
+        if self.cancel_event is not None:
+            from transformers import StoppingCriteriaList
+
+            sampling["stopping_criteria"] = StoppingCriteriaList([_cancelled(self.cancel_event)])
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens, min_new_tokens=params.min_tokens or None,
             num_return_sequences=params.n,
             pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, top_k=None,
             stop_strings=list(params.stop) or None, tokenizer=self.tokenizer if params.stop else None, **sampling,
         )
+        if self.cancel_event is not None and self.cancel_event.is_set():
+            raise GenerationError("generation cancelled (the server is shutting down)")
         completions = []
         for row, prompt in zip(out[:, width:].tolist(), (e for e in encoded for _ in range(params.n))):
             tokens, finish = _cut(row, self.tokenizer.eos_token_id, pad)
@@ -101,3 +109,14 @@ def _cut(row: list[int], eos: int, pad: int) -> tuple[list[int], str]:
     while row and row[-1] == pad:
         row = row[:-1]
     return row, "length"
+
+
+def _cancelled(event: threading.Event) -> Any:
+    """A `generate` stopping criterion that ends every sequence once `event` is set."""
+    from transformers import StoppingCriteria
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return Cancelled()

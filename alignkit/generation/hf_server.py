@@ -4,10 +4,16 @@ It implements the subset alignkit's `openai` backend and common clients use: `GE
 `GET /v1/models`, `POST /v1/completions` and `POST /v1/chat/completions` with `n`, `temperature`,
 `top_p`, `max_tokens`, `stop`, `seed`, log-probs, and vLLM's `return_tokens_as_token_ids` extension.
 No streaming. Requests are served one at a time (one model, one lock); use vLLM for throughput.
+
+Requests are validated before any generation, with vLLM's status codes: a body that is not a JSON
+object, `n`/`max_tokens` below 1, a prompt plus `max_tokens` beyond the model's context, or
+`stream: true` is a 400; a `model` other than the served name is a 404; a wrong API key is a 401
+(compared in constant time). `cancel()` stops a generation in progress (shutdown), answering 503.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -15,8 +21,25 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from alignkit.generation.base import SamplingParams
+from alignkit.generation.base import GenerationError, SamplingParams
 from alignkit.generation.hf import HFGenerator
+
+
+class RequestError(ValueError):
+    """A request the server refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+def _count(body: dict[str, Any], key: str, default: int, minimum: int) -> int:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RequestError(400, f"'{key}' must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 class HFServer:
@@ -28,6 +51,58 @@ class HFServer:
         self.model_name = model_name
         self.api_key = api_key
         self.lock = threading.Lock()
+        self.cancelled = threading.Event()
+        self.chat.cancel_event = self.raw.cancel_event = self.cancelled
+        config = generator.model.config
+        self.context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    def authorized(self, header: str | None) -> bool:
+        """True when no key is required or `header` is `Bearer <key>` (constant-time comparison)."""
+        if not self.api_key:
+            return True
+        return hmac.compare_digest((header or "").encode(), f"Bearer {self.api_key}".encode())
+
+    def cancel(self) -> None:
+        """Stop the generation in progress and refuse new ones (server shutdown)."""
+        self.cancelled.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being answered; False if `timeout` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def handle(self, route: str, body: Any) -> dict[str, Any]:
+        """Validate a request body and answer it (raises `RequestError` with the status to send)."""
+        if not isinstance(body, dict):
+            raise RequestError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+        if body.get("stream"):
+            raise RequestError(400, "streaming is not supported by alignkit serve --backend hf; send stream: false")
+        model = body.get("model")
+        if model is not None and model != self.model_name:
+            raise RequestError(404, f"The model `{model}` does not exist.", "NotFoundError")
+        if self.cancelled.is_set():
+            raise RequestError(503, "the server is shutting down", "service_unavailable")
+        with self._idle:
+            self._busy += 1
+        try:
+            return self.completions(body) if route == "completions" else self.chat_completions(body)
+        except GenerationError as exc:
+            raise RequestError(503, str(exc), "service_unavailable") from None
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def _check_length(self, generator: HFGenerator, prompts: list[Any], max_tokens: int) -> None:
+        if not self.context:
+            return
+        longest = max(len(generator.encode(p)) for p in prompts)
+        if longest + max_tokens > self.context:
+            raise RequestError(400, f"This model's maximum context length is {self.context} tokens. However, you requested "
+                                    f"{longest + max_tokens} tokens ({longest} in the prompt, {max_tokens} in the completion). "
+                                    f"Please reduce the length of the prompt or max_tokens.")
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": int(time.time()),
@@ -37,10 +112,11 @@ class HFServer:
     def _params(body: dict[str, Any], logprobs: bool) -> SamplingParams:
         stop = body.get("stop") or ()
         temperature = body.get("temperature")
-        return SamplingParams(n=int(body.get("n") or 1), temperature=1.0 if temperature is None else float(temperature),
-                              top_p=float(body.get("top_p") or 1.0), max_tokens=int(body.get("max_tokens") or 16),
+        top_p = body.get("top_p")
+        return SamplingParams(n=_count(body, "n", 1, 1), temperature=1.0 if temperature is None else float(temperature),
+                              top_p=1.0 if top_p is None else float(top_p), max_tokens=_count(body, "max_tokens", 16, 1),
                               stop=(stop,) if isinstance(stop, str) else tuple(stop), seed=body.get("seed"), logprobs=logprobs,
-                              min_tokens=int(body.get("min_tokens") or 0))
+                              min_tokens=_count(body, "min_tokens", 0, 0))
 
     def _token(self, token_id: int, as_ids: bool) -> str:
         return f"token_id:{token_id}" if as_ids else self.chat.tokenizer.decode([token_id])
@@ -52,8 +128,10 @@ class HFServer:
             raise ValueError("'prompt' must be a string or a list of strings")
         want = body.get("logprobs") is not None
         as_ids = bool(body.get("return_tokens_as_token_ids"))
+        params = self._params(body, want)
         with self.lock:
-            results = self.raw.generate(prompts, self._params(body, want))
+            self._check_length(self.raw, prompts, params.max_tokens)
+            results = self.raw.generate(prompts, params)
         choices, used = [], 0
         for result in results:
             for c in result.completions:
@@ -72,8 +150,10 @@ class HFServer:
             raise ValueError("'messages' must be a non-empty list")
         want = bool(body.get("logprobs"))
         as_ids = bool(body.get("return_tokens_as_token_ids"))
+        params = self._params(body, want)
         with self.lock:
-            (result,) = self.chat.generate([messages], self._params(body, want))
+            self._check_length(self.chat, [messages], params.max_tokens)
+            (result,) = self.chat.generate([messages], params)
         choices, used = [], 0
         for c in result.completions:
             lp = None
@@ -105,7 +185,7 @@ def make_http_server(server: HFServer, host: str, port: int) -> ThreadingHTTPSer
             self.wfile.write(data)
 
         def _authorized(self) -> bool:
-            if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+            if not server.authorized(self.headers.get("Authorization")):
                 self._send(401, {"error": {"message": "invalid or missing API key", "type": "authentication_error"}})
                 return False
             return True
@@ -120,16 +200,23 @@ def make_http_server(server: HFServer, host: str, port: int) -> ThreadingHTTPSer
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:  # noqa: N802
-            routes = {"/v1/completions": server.completions, "/v1/chat/completions": server.chat_completions}
+            routes = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
             if self.path not in routes:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
             if not self._authorized():
                 return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                self._send(200, routes[self.path](body))
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+                self._send(200, server.handle(routes[self.path], body))
+            except RequestError as exc:
+                self._send(exc.status, {"error": {"message": str(exc), "type": exc.kind, "code": exc.status}})
             except (ValueError, TypeError, KeyError) as exc:
-                self._send(400, {"error": {"message": str(exc), "type": "invalid_request_error"}})
+                self._send(400, {"error": {"message": str(exc), "type": "invalid_request_error", "code": 400}})
+            except Exception as exc:  # answer instead of dropping the connection
+                self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "internal_error", "code": 500}})
 
     return ThreadingHTTPServer((host, port), Handler)

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from alignkit.cache import atomic_path, cache_dir
+from alignkit.cache import cache_dir, write_atomic
 from alignkit.data.records import Prompt, prompt_json
 from alignkit.generation.base import GenerationResult, Generator, SamplingParams
 
@@ -74,11 +74,13 @@ def result_rows(rows: Sequence[dict[str, Any]], results: Sequence[GenerationResu
 
 
 def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows atomically (temp file + rename; no temp file is left behind on failure)."""
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+    """Write rows atomically (temp file + rename; the temp file is removed when a row fails to serialise)."""
+
+    def write(fh: Any) -> None:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return Path(path)
+
+    return write_atomic(path, write)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]] | None:
@@ -98,7 +100,6 @@ def read_prompt_rows(path: str | Path, fmt: str | None = None) -> list[dict[str,
     each row's `family` and `id` when present."""
     from alignkit.data.loaders import iter_rows, load_records
     from alignkit.data.records import to_prompt
-
     records = load_records(path, fmt).records
     raw = [row for _, row in iter_rows(path)]
     keep = len(raw) == len(records)  # an adapter that filters rows breaks the 1:1 alignment; drop the extras then

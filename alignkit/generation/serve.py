@@ -4,7 +4,11 @@
 console script of the CPU build looks for a distribution named `vllm` and fails) with prefix caching on,
 host 127.0.0.1, fp32 on CPU and a 1 GiB CPU KV cache unless set. `--backend hf` serves through the
 transformers fallback (`alignkit.generation.hf_server`). Both wait until `/health` answers, print the
-URL, and shut down cleanly on SIGINT/SIGTERM.
+URL, and shut down cleanly on SIGINT/SIGTERM (exit code 0, also during a request).
+
+A bind to anything but loopback needs an API key, or an explicit `allow_unauthenticated`
+(`--allow-unauthenticated`), which is then warned about. The key reaches the vLLM child through its
+environment (`VLLM_API_KEY`), never its command line, which every user of the machine can read in `ps`.
 """
 
 from __future__ import annotations
@@ -38,17 +42,38 @@ def wait_for_health(url: str, timeout: float, process: subprocess.Popen | None =
     raise TimeoutError(f"{url} was not healthy within {timeout:.0f} s")
 
 
-def vllm_command(model: str, host: str, port: int, served_name: str | None, api_key: str | None,
-                 lora_modules: Sequence[str], extra_args: Sequence[str]) -> list[str]:
-    """The vLLM OpenAI server command line for a resolved model folder."""
+VLLM_API_KEY_ENV = "VLLM_API_KEY"  # read by vLLM's server when --api-key is not given (vllm/envs.py)
+
+
+def check_bind(host: str, api_key: str | None, allow_unauthenticated: bool = False) -> None:
+    """Refuse to serve a non-loopback address without an API key unless explicitly allowed."""
+    from alignkit.generation.openai_client import is_loopback
+
+    if api_key or is_loopback(host) or allow_unauthenticated:
+        return
+    raise ValueError(f"--host {host} serves the model to other machines, but no --api-key (or ALIGNKIT_API_KEY) is set: "
+                     f"anyone who can reach the port could use it. Give an --api-key, bind 127.0.0.1, or pass "
+                     f"--allow-unauthenticated")
+
+
+def _warn_unauthenticated(host: str, port: int) -> None:
+    from alignkit.generation.openai_client import is_loopback
+
+    if not is_loopback(host):
+        bar = "!" * 100
+        print(f"{bar}\nWARNING: serving on {host}:{port} WITHOUT an API key (--allow-unauthenticated): anyone who can "
+              f"reach this port can use the model.\n{bar}", file=sys.stderr, flush=True)
+
+
+def vllm_command(model: str, host: str, port: int, served_name: str | None, lora_modules: Sequence[str],
+                 extra_args: Sequence[str]) -> list[str]:
+    """The vLLM OpenAI server command line for a resolved model folder (the API key goes in `VLLM_API_KEY`)."""
     import torch
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host, "--port", str(port),
            "--enable-prefix-caching", "--served-model-name", served_name or model]
     if not torch.cuda.is_available():
         cmd += ["--dtype", "float32"]
-    if api_key:
-        cmd += ["--api-key", api_key]
     if lora_modules:
         cmd += ["--enable-lora", "--lora-modules", *lora_modules]
     return cmd + list(extra_args)
@@ -70,10 +95,14 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           lora_modules: Sequence[str] = (), served_name: str | None = None, extra_args: Sequence[str] = (),
-          startup_timeout: float = 900.0) -> int:
+          startup_timeout: float = 900.0, allow_unauthenticated: bool = False, shutdown_grace: float = 30.0) -> int:
     """Serve until SIGINT/SIGTERM; return the exit code."""
     from alignkit.modeling.loading import resolve_model_path
 
+    check_bind(host, api_key, allow_unauthenticated)
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in extra_args):
+        raise ValueError("pass the key with --api-key (it goes to vLLM through its environment), not in the vLLM arguments, "
+                         "where `ps` shows it to every user")
     path = resolve_model_path(model)
     name = served_name or model
     url = f"http://{host}:{port}"
@@ -85,13 +114,21 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
 
         if lora_modules or extra_args:
             raise ValueError("--lora-modules and extra vLLM arguments need --backend vllm")
-        httpd = make_http_server(HFServer(HFGenerator.from_pretrained(path), name, api_key), host, port)
+        hf_server = HFServer(HFGenerator.from_pretrained(path), name, api_key)
+        httpd = make_http_server(hf_server, host, port)
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
         wait_for_health(url, 30)
+        if not api_key:
+            _warn_unauthenticated(host, port)
         print(f"serving {name} (backend hf) at {url}/v1", flush=True)
         stop.wait()
+        # Stop a generation in progress and let its handler answer (503) before the interpreter exits:
+        # exiting under a thread that is inside torch aborted the process (exit 134) instead of exiting 0.
+        hf_server.cancel()
         httpd.shutdown()
+        if not hf_server.wait_idle(shutdown_grace):
+            print(f"a request was still running {shutdown_grace:.0f} s after the stop signal", file=sys.stderr, flush=True)
         httpd.server_close()
         print("server stopped", flush=True)
         return 0
@@ -103,7 +140,9 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
         raise ValueError("vLLM is not installed here; use --backend hf, or install vLLM (see docs/generation.md)")
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    process = subprocess.Popen(vllm_command(path, host, port, name, api_key, lora_modules, extra_args), env=env,
+    if api_key:
+        env[VLLM_API_KEY_ENV] = api_key
+    process = subprocess.Popen(vllm_command(path, host, port, name, lora_modules, extra_args), env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     log: deque = deque(maxlen=40)
@@ -117,6 +156,8 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
     threading.Thread(target=pump, daemon=True).start()
     try:
         wait_for_health(url, startup_timeout, process, log)
+        if not api_key:
+            _warn_unauthenticated(host, port)
         print(f"serving {name} (backend vllm) at {url}/v1", flush=True)
         while not stop.wait(1.0):
             if process.poll() is not None:

@@ -53,6 +53,42 @@ def pairwise_label(value: Any) -> float | None:
     return number - 1
 
 
+BINARY_LABELS = "correct/incorrect, true/false, yes/no, 1/0 (or -1 for incorrect)"
+PAIRWISE_LABELS = "A/B/tie (also candidate/baseline, win/loss, draw) or an AlpacaEval preference in [1, 2]"
+
+
+def check_human_labels(rows: Sequence[dict[str, Any]], locations: Sequence[str], field: str, kind: str) -> None:
+    """Fail on the first human label outside the label set of a `kind` report, naming file:line and the allowed labels.
+
+    Binary reports take correct/incorrect labels, pairwise reports A/B/tie labels, score reports either
+    correct/incorrect labels or numbers for every labelled row (not a mix).
+    """
+    from alignkit.data.loaders import DataError
+
+    labelled = [(loc, r[field]) for loc, r in zip(locations, rows) if r.get(field) is not None]
+    if kind == "score":
+        numeric = labelled and all(_is_number(v) for _, v in labelled)
+        parse, allowed = (float, "numbers") if numeric else (binary_label, f"{BINARY_LABELS}; or numbers in every labelled row")
+    else:
+        parse, allowed = (pairwise_label, PAIRWISE_LABELS) if kind == "pairwise" else (binary_label, BINARY_LABELS)
+    for loc, value in labelled:
+        try:
+            parse(value)
+        except (ValueError, TypeError):
+            raise DataError(f"{loc}: field {field!r}: human label {value!r} is not a label of a {kind} judge; "
+                            f"allowed: {allowed}") from None
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _with_ci(stat: Callable[..., float], *arrays: Any, n_resamples: int, seed: int) -> dict[str, Any]:
     try:
         value = stat(*arrays)
@@ -323,8 +359,11 @@ def plot_confusion(report: dict[str, Any], path: str | Path) -> Path | None:
         ax.text(k, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
     ax.set_title(f"{report.get('judge', 'judge')} vs human")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from alignkit.cache import write_atomic
+
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, dpi=100, format="png"), mode="wb")
+    finally:
+        plt.close(fig)
+    return Path(path)
 

@@ -62,9 +62,10 @@ def report_kind(judge: Any) -> str:
 
 def make_judge(kind: str, model: str | None = None, endpoint: str | None = None, template: str | None = None,
                backend: str = "auto", field: str | None = None, api_key: str | None = None, cache: bool = True,
-               max_tokens: int | None = None) -> Any:
+               max_tokens: int | None = None, endpoint_options: dict[str, Any] | None = None) -> Any:
     """A judge by name. LLM judges (`llm` = reference-based, `pointwise`, `pairwise`) need `model` (a
-    folder, for the hf/vllm backends) or `endpoint` (an OpenAI-compatible URL); `reward*` need `model`."""
+    folder, for the hf/vllm backends) or `endpoint` (an OpenAI-compatible URL); `reward*` need `model`.
+    `endpoint_options` (timeout, max_retries, allow_plain_http_key) go to the endpoint's client."""
     if kind not in JUDGES:
         raise ValueError(f"unknown judge {kind!r}; known: {', '.join(JUDGES)}")
     if kind in ("exact", "contains", "normalized-exact"):
@@ -88,7 +89,8 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
     from alignkit.judge.llm import PairwiseJudge, PointwiseJudge, ReferenceJudge
 
     if endpoint:
-        generator = load_generator(endpoint, "openai", api_key=api_key, **({"model_name": model} if model else {}))
+        generator = load_generator(endpoint, "openai", api_key=api_key, **(endpoint_options or {}),
+                                   **({"model_name": model} if model else {}))
         model_id = f"{endpoint}|{generator.model_name}"
     else:
         generator = load_generator(model, backend)
@@ -102,40 +104,51 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
 
 def load_judge_rows(path: str | Path) -> tuple[list[JudgeItem], list[dict[str, Any]]]:
     """Validated judge items and their raw rows (which keep extra fields such as annotator labels)."""
+    items, rows, _ = _judge_rows_with_locations(path)
+    return items, rows
+
+
+def _judge_rows_with_locations(path: str | Path) -> tuple[list[JudgeItem], list[dict[str, Any]], list[str]]:
     from alignkit.data.loaders import iter_rows, load_records
 
     items = load_records(path, "judge").records
-    rows = [row for _, row in iter_rows(path)]
-    if len(items) != len(rows):  # the judge format never filters, so this means a broken file
-        raise ValueError(f"{path}: {len(rows)} rows but {len(items)} judge items")
-    return items, rows
+    located = list(iter_rows(path))
+    if len(items) != len(located):  # the judge format never filters, so this means a broken file
+        raise ValueError(f"{path}: {len(located)} rows but {len(items)} judge items")
+    return items, [row for _, row in located], [loc for loc, _ in located]
 
 
 def run_judge(data: str | Path, judge: Any, out_dir: str | Path | None = None, human_field: str | None = "human_label",
               group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Judge every item of `data`; return the report and, with `out_dir`, write the report files."""
-    from alignkit.judge.report import REPORTS, plot_confusion, to_markdown
+    from alignkit.judge.report import REPORTS, check_human_labels, plot_confusion, to_markdown
 
-    items, rows = load_judge_rows(data)
+    items, rows, locations = _judge_rows_with_locations(data)
+    kind = report_kind(judge)
     if human_field and not any(r.get(human_field) is not None for r in rows):
         raise ValueError(f"{data}: no row has the human label field {human_field!r} (use --human-labels FIELD, or none)")
+    if human_field:  # before any judge model is asked
+        check_human_labels(rows, locations, human_field, kind)
     if isinstance(judge, FieldJudge):
         judge.rows = rows
     verdicts = judge.judge(items)
-    kind = report_kind(judge)
     report = REPORTS[kind](verdicts, rows, human_field, group_field, n_resamples, seed)
     report = {"judge": judge.name, "data": str(data), "human_field": human_field, **report}
     if getattr(judge, "calls", None) is not None:
         report["judge_model_calls"] = judge.calls
     if out_dir:
+        from alignkit.cache import write_atomic
+        from alignkit.generation.rollouts import write_jsonl
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with (out / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
-            for row, v in zip(rows, verdicts):
-                fh.write(json.dumps({**row, "verdict": v.value, "verdict_status": v.status, "judge_raw": v.raw,
-                                     **({"verdict_detail": v.detail} if v.detail else {})}, ensure_ascii=False) + "\n")
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-        (out / "report.md").write_text(to_markdown(report))
+        # Each file is written atomically: a failure leaves the previous file (or none), never half of one or a .tmp.
+        write_jsonl(out / "verdicts.jsonl", [{**row, "verdict": v.value, "verdict_status": v.status, "judge_raw": v.raw,
+                                              **({"verdict_detail": v.detail} if v.detail else {})}
+                                             for row, v in zip(rows, verdicts)])
+        report_json = json.dumps(report, indent=2, default=float) + "\n"
+        write_atomic(out / "report.json", lambda fh: fh.write(report_json))
+        write_atomic(out / "report.md", lambda fh: fh.write(to_markdown(report)))
         png = plot_confusion(report, out / "confusion.png")
         report["files"] = [str(out / n) for n in ("verdicts.jsonl", "report.json", "report.md")] + ([str(png)] if png else [])
     return report

@@ -20,6 +20,16 @@ from alignkit.cache import cache_dir, write_text_atomic
 from alignkit.config import TINY_MODEL_PREFIX, ModelSettings
 
 
+class ModelLoadError(OSError):
+    """A model or tokenizer could not be loaded; the message names the path and the first line of the cause."""
+
+
+def _load_failure(what: str, path: str, err: OSError) -> ModelLoadError:
+    cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelLoadError(f"model {path!r}: could not load the {what}: {cause} "
+                          f"(is it a local model folder, or a hub id that is reachable or cached?)")
+
+
 def resolve_model_path(path: str) -> str:
     """A loadable path: `tiny:<size>` is built into the local cache on first use."""
     if path.startswith(TINY_MODEL_PREFIX):
@@ -41,7 +51,10 @@ def load_tokenizer(settings: ModelSettings) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_path(settings.tokenizer or settings.path)
-    tok = AutoTokenizer.from_pretrained(path, revision=settings.revision, trust_remote_code=settings.trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=settings.revision, trust_remote_code=settings.trust_remote_code)
+    except OSError as err:
+        raise _load_failure("tokenizer", settings.tokenizer or settings.path, err) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
@@ -85,7 +98,7 @@ def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_che
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
-        raise OSError(f"model.path {settings.path!r}: could not load a model ({err}). Is it a local folder or a reachable hub id?") from None
+        raise _load_failure("model", settings.path, err) from None
     if not trainable:
         model.eval().requires_grad_(False)
         return model
