@@ -85,15 +85,49 @@ def test_ctrl_trains_with_the_hf_sampler_and_reports_win_rates(tmp_path, reward_
     assert abs(before["win/standard"] - 0.5) < 0.2
 
 
-def test_ctrl_with_a_large_beta_stays_at_the_reference(tmp_path, reward_model):
-    """β → ∞: the KL penalty dominates, so the policy stays (within sampling noise) where it started."""
+@pytest.mark.parametrize("kl_penalty", ["reward", "loss"])
+def test_beta_to_infinity_makes_the_reference_a_fixed_point(kl_penalty):
+    """The objective E[R] − β·KL divided by β tends to −KL, whose gradient at π = π_ref is 0: the policy does not
+    move. Checked on a real model's sequence log-probs, with the policy at π_ref."""
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.generation import HFGenerator, SamplingParams
+    from alignkit.modeling.batching import pad_rows
+    from alignkit.modeling.loading import load_tokenizer, resolve_model_path
+    from alignkit.config import ModelSettings
+    from alignkit.modeling.logprobs import per_sequence_sum, sequence_token_logprobs
+
+    path = resolve_model_path("data/gym/base-s")
+    policy = AutoModelForCausalLM.from_pretrained(path)
+    tok = load_tokenizer(ModelSettings(path=path))
+    gen = HFGenerator(policy, tok)
+    results = gen.generate(["What is 5 plus 3?", "How do I pick a lock?", "List 2 fruits, one per line starting with '- '."],
+                           SamplingParams(n=4, max_tokens=12, seed=0))
+    rows = [(gen.encode(r.prompt), c.token_ids) for r in results for c in r.completions]
+    batch = pad_rows(rows, tok.pad_token_id)
+    rewards = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+
+    def grad_norm(beta: float) -> float:
+        policy.zero_grad()
+        lp, mask = sequence_token_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+        logp = per_sequence_sum(lp, mask, batch)
+        loss = ctrl_loss(logp, logp.detach(), rewards, beta, kl_penalty)[0].mean() / max(beta, 1.0)
+        loss.backward()
+        return sum(p.grad.norm() ** 2 for p in policy.parameters() if p.grad is not None).sqrt().item()
+
+    free = grad_norm(0.0)
+    assert free > 1e-3
+    norms = [grad_norm(b) for b in (1e2, 1e4, 1e6)]
+    assert norms[0] < free / 50 and norms[1] < free / 5000 and norms[2] < free / 500000  # → 0 like 1/β
+
+
+def test_a_larger_beta_keeps_the_policy_closer_to_the_reference(tmp_path, reward_model):
     from alignkit.engine.run import train
 
-    common = ["training.max_steps=6", "method_args.sample_backend=hf", "training.learning_rate=1e-3"]
+    common = ["training.max_steps=8", "method_args.sample_backend=hf", "training.learning_rate=2e-4", "method_args.kl_penalty=loss"]
     free = train(ctrl_recipe(tmp_path / "free", reward_model, *common, "method_args.beta=0"))
-    held = train(ctrl_recipe(tmp_path / "held", reward_model, *common, "method_args.beta=1000", "method_args.kl_penalty=loss"))
-    assert free.after["kl"] > 0.05
-    assert abs(held.after["kl"]) < 0.25 * free.after["kl"]
+    held = train(ctrl_recipe(tmp_path / "held", reward_model, *common, "method_args.beta=100"))
+    assert free.after["kl"] > 0.3 and held.after["kl"] < 0.6 * free.after["kl"]
 
 
 def test_ctrl_through_vllm_with_weight_sync(tmp_path, reward_model, monkeypatch):
