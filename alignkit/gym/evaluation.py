@@ -7,6 +7,12 @@ per-prompt means, with its standard error over prompts.
 
 `prompt_gap` compares canonical prompts with noisy variants of the same tasks (`make-data`'s
 `heldout_noisy_prompts.jsonl`): mean gold reward of each, and their difference paired by task.
+
+With a reward model (a learned, imperfect proxy of gold): its mean score per model (`rm_score`), its
+agreement with gold (`reward_model_fidelity`: held-out pairwise accuracy, Spearman with gold over sampled
+responses), and best-of-N at several N selected by the reward model and by gold (`best_of_n_table`),
+so that reward over-optimisation is visible: selecting harder on the proxy raises its score while gold
+lags behind the gold-selected oracle.
 """
 
 from __future__ import annotations
@@ -73,8 +79,8 @@ def load_prompts(path: str | Path) -> list[str]:
 
 
 def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None, samples: int = 4,
-             temperature: float = 1.0, max_tokens: int = 64, seed: int = 0) -> ModelReport:
-    """Sample `samples` completions per prompt and score them with the gold reward."""
+             temperature: float = 1.0, max_tokens: int = 64, seed: int = 0, reward_model: Any = None) -> ModelReport:
+    """Sample `samples` completions per prompt and score them with the gold reward (and a reward model)."""
     gen = HFGenerator.from_pretrained(model)
     results = gen.generate(list(prompts), SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=base is not None))
     per: dict[str, list[Any]] = {k: [] for k in METRICS}
@@ -92,12 +98,65 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
         per["length_words"].append(mean([len(c.text.split()) for c in result.completions]))
         families.setdefault(task.family, []).append(per["gold_reward"][-1])
         rows += [{"prompt": result.prompt, "family": task.family, "response": c.text, **g.to_json()} for c, g in zip(result.completions, golds)]
+    if reward_model is not None:
+        from alignkit.scoring.base import score_groups
+
+        scores = score_groups(reward_model, [r.prompt for r in results], [[c.text for c in r.completions] for r in results])
+        per["rm_score"] = [mean(s) for s in scores]
+        for row, score in zip(rows, (x for s in scores for x in s)):
+            row["rm_score"] = score
     if base is not None:  # one batched scoring pass of every sample under the base model
         prompt_ids = [gen.encode(r.prompt) for r in results for _ in r.completions]
         base_lp = iter(base.score(prompt_ids, [c.token_ids for r in results for c in r.completions]))
         for r in results:
             per["kl_to_base"].append(mean([c.logprob - sum(next(base_lp)) for c in r.completions]))
     return ModelReport(model, {k: stat(v) for k, v in per.items()}, {f: stat(v) for f, v in sorted(families.items())}, rows, per)
+
+
+def best_of_n_value(select_by: Sequence[float], value: Sequence[float], n: int) -> float:
+    """Expected `value` of the best-of-n (by `select_by`) of n responses drawn without replacement from these
+    samples: an unbiased estimate of best-of-n from k ≥ n samples (ties go to the earlier sample)."""
+    k = len(select_by)
+    if not 1 <= n <= k:
+        raise ValueError(f"best-of-{n} needs at least {n} samples, got {k}")
+    order = sorted(range(k), key=lambda i: (-select_by[i], i))
+    from math import comb
+
+    total = comb(k, n)
+    return sum(comb(k - 1 - r, n - 1) / total * value[i] for r, i in enumerate(order))
+
+
+def best_of_n_table(report: ModelReport, ns: Sequence[int] = (1, 4, 16)) -> dict[str, dict[int, Stat]]:
+    """Gold reward (and reward-model score) of best-of-N, selected by the reward model and by gold, per N."""
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for row in report.samples:
+        by_prompt.setdefault(row["prompt"], []).append(row)
+    out: dict[str, dict[int, Stat]] = {"gold | rm-selected": {}, "rm score | rm-selected": {}, "gold | gold-selected": {}}
+    for n in ns:
+        rm_gold, rm_rm, gold_gold = [], [], []
+        for rows in by_prompt.values():
+            rm, g = [r["rm_score"] for r in rows], [r["reward"] for r in rows]
+            rm_gold.append(best_of_n_value(rm, g, n))
+            rm_rm.append(best_of_n_value(rm, rm, n))
+            gold_gold.append(best_of_n_value(g, g, n))
+        out["gold | rm-selected"][n], out["rm score | rm-selected"][n] = stat(rm_gold), stat(rm_rm)
+        out["gold | gold-selected"][n] = stat(gold_gold)
+    return out
+
+
+def reward_model_fidelity(reward_model: Any, report: ModelReport, pairs_file: str | Path) -> dict[str, float]:
+    """How well a reward model agrees with gold: held-out pairwise accuracy on `pairs_file` (the pair with the
+    higher gold reward is `chosen`) and Spearman's ρ between its scores and gold over `report`'s samples."""
+    from scipy.stats import spearmanr
+
+    pairs = [json.loads(line) for line in Path(pairs_file).read_text().splitlines() if line.strip()]
+    chosen = reward_model.score_batch([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
+    rejected = reward_model.score_batch([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+    correct = [float(c > r) for c, r in zip(chosen, rejected)]
+    rho = spearmanr([r["rm_score"] for r in report.samples], [r["reward"] for r in report.samples]).statistic
+    acc = stat(correct)
+    return {"pairwise_accuracy": acc.mean, "pairwise_accuracy_se": acc.se, "pairs": len(pairs), "spearman_with_gold": float(rho),
+            "samples": len(report.samples)}
 
 
 def paired_difference(model: ModelReport, base: ModelReport, metric: str = "gold_reward") -> Stat:
@@ -190,8 +249,9 @@ def format_reports(reports: Sequence[ModelReport]) -> Any:
     table.add_column("metric")
     for r in reports:
         table.add_column(r.model, justify="right")
-    for metric in METRICS:
-        table.add_row(metric, *(str(r.stats[metric]) for r in reports))
+    for metric in METRICS + ("rm_score",):
+        if all(metric in r.stats for r in reports):
+            table.add_row(metric, *(str(r.stats[metric]) for r in reports))
     families = sorted({f for r in reports for f in r.per_family_reward})
     for fam in families:
         table.add_row(f"reward: {fam}", *(str(r.per_family_reward.get(fam, Stat(float('nan'), float('nan'), 0))) for r in reports))
