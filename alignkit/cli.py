@@ -222,9 +222,12 @@ def launch_command(recipe_path: str, recipe, extra: Sequence[str]) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from alignkit.config import is_staged
+    from alignkit.engine.rounds import is_online
 
     if is_staged(args.recipe):
         return _train_stages(args)
+    if is_online(args.recipe):
+        return _train_rounds(args)
     recipe = _load(args)
     if isinstance(args.resume, str):  # an explicit checkpoint must be complete: fail before any model loads
         from alignkit.engine.checkpoints import resolve_resume
@@ -277,6 +280,27 @@ def _train_stages(args: argparse.Namespace) -> int:
             return code
         mark_stage_complete(stage)
     print("stages: " + ", ".join(f"{s.name} -> {s.output}" for s in stages))
+    return 0
+
+
+def _train_rounds(args: argparse.Namespace) -> int:
+    """Run (or continue) an online rounds recipe: sample, judge, train, round after round."""
+    from alignkit.engine.rounds import run_rounds
+
+    def train_round(recipe, resume: bool) -> None:
+        folder = Path(recipe.training.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        from alignkit.config import recipe_to_yaml
+
+        recipe_file = folder / "round_recipe.yaml"
+        recipe_file.write_text(recipe_to_yaml(recipe))
+        code = cmd_train(argparse.Namespace(recipe=str(recipe_file), overrides=[], resume=resume, no_launch=args.no_launch))
+        if code:
+            raise CliError(f"round training failed (exit {code}); rerun the same command to resume it")
+
+    for s in run_rounds(args.recipe, args.overrides, train_round):
+        print(f"round {s['round']}: {s.get('samples', '?')} judged samples, {100 * s.get('positive', float('nan')):.0f}% judged fine "
+              f"-> {s['checkpoint']}")
     return 0
 
 

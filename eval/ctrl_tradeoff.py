@@ -102,7 +102,7 @@ def main() -> None:
     betas = np.geomspace(0.01, 20, 60)
     curves = {"identity": kl_winrate_curve(identity(), args.n, betas), f"bon t={t:.1f}": kl_winrate_curve(exponential(t), args.n, betas / np.expm1(t))}
 
-    keys = ["kl", "rm_standard", f"rm_bon", "gold_standard", "gold_bon"]
+    keys = ["kl", "rm_standard", "rm_bon", "gold_standard", "gold_bon"]
     lines = [f"| policy | KL(π‖base) | RM standard win | RM BoN-{args.n} win | gold standard win | gold BoN-{args.n} win |",
              "|---|---:|---:|---:|---:|---:|"]
     table = {}

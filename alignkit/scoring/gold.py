@@ -32,3 +32,20 @@ class GoldScorer:
 
         task = task_for_prompt(as_messages(prompt)[-1]["content"])
         return [gold(task, c).reward for c in completions]
+
+
+class GoldCritic:
+    """The gym's gold judgment as a critic: for each (prompt, response), whether it is perfect and the
+    natural-language judgment naming every problem (gym prompts only)."""
+
+    def critique(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[tuple[bool, str | None]]:
+        """(positive, judgment) per response; the judgment is None for a perfect response."""
+        from alignkit.data.templates import as_messages
+        from alignkit.gym.world import gold, task_for_prompt
+
+        out = []
+        for prompt, response in zip(prompts, responses):
+            text = as_messages(prompt)[-1]["content"]
+            g = gold(task_for_prompt(text), response, text)
+            out.append((g.judgment is None, g.judgment))
+        return out

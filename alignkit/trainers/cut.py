@@ -116,6 +116,15 @@ class Method(CompletionMethod):
 
     record_type = JudgmentTriple
 
+    @staticmethod
+    def record_from_judgment(prompt: Any, response: str, positive: bool, judgment: str | None) -> dict[str, Any]:
+        """A judged sample (online CUT) as a judgment triple: positive (Align-P) when the judge found nothing
+        wrong, else the judgment makes Align-N and Misalign rows."""
+        from alignkit.data.templates import as_messages
+
+        instruction = prompt if isinstance(prompt, str) else as_messages(prompt)[-1]["content"]
+        return {"instruction": instruction, "input": "", "output": response, "judgment": None if positive else judgment}
+
     def select_records(self, records: list[JudgmentTriple]) -> list[JudgmentTriple]:
         """Align-P downsampling, once, before training."""
         return downsample_positives(records, self.args.positive_ratio, self.args.downsample_seed)
