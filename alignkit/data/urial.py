@@ -90,9 +90,10 @@ def query_block(turns: Sequence[dict[str, str]]) -> str:
 
 
 def clean_urial_answer(text: str) -> str:
-    """The answer without what the format adds after it: trailing whitespace and the closing fence."""
+    """The answer without what the format adds after it: trailing whitespace and the closing fence on its
+    own line (a fence that ends a line of the answer, e.g. inline code, stays)."""
     text = text.rstrip()
-    if text.endswith(FENCE):
+    if text == FENCE or text.endswith("\n" + FENCE):
         text = text[: -len(FENCE)].rstrip()
     return text
 
