@@ -17,6 +17,9 @@ gold reward; mean ± SE over prompts, and the difference to the plain base paire
   It is not a fine-tune of base-s: it is a larger model trained from scratch on better data.
 - `--extra MODEL`: further models under the chat template (e.g. `runs/dpo_tiny/final`, base-s after DPO).
 
+`--prefix-cache-bench` instead times URIAL generation (the held-out prompts, 4 samples, 64 tokens) on vLLM
+with its prefix cache on and off, and on HF (which has none), and reports the prefix tokens vLLM reused.
+
 KL to the base is estimated on the samples: mean of log π(y|x) − log base(y|x_chat), where π's own prompt
 is the URIAL prompt for the URIAL rows (so it is the KL of the prompted policy to the plain base).
 """
@@ -75,6 +78,34 @@ def score(name, gen, base, prompts, params):
     return report
 
 
+def prefix_cache_bench(model: str, prompts: list[str], batch_size: int) -> None:
+    """Seconds to sample URIAL completions with vLLM's prefix cache on/off and with HF, in one table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignkit.generation import HFGenerator, SamplingParams
+    from alignkit.generation.vllm_engine import VLLMGenerator
+
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=64, seed=0)
+    table = Table(title=f"URIAL generation, {len(prompts)} prompts x 4 samples x <=64 tokens ({model})")
+    for col in ("backend", "seconds", "prefix tokens read from cache per prompt"):
+        table.add_column(col, justify="right")
+    for caching in (True, False):
+        engine = VLLMGenerator(model, template="urial", enforce_eager=True, enable_prefix_caching=caching)
+        engine.generate(prompts[:2], SamplingParams(n=1, max_tokens=4))  # warm-up (and, with caching, the prefix)
+        start = time.perf_counter()
+        engine.generate(prompts, params)
+        cached = engine.last_cached_tokens
+        table.add_row(f"vllm, prefix cache {'on' if caching else 'off'}", f"{time.perf_counter() - start:.1f}",
+                      f"{min(cached)}-{max(cached)}")
+        del engine
+    hf = HFGenerator.from_pretrained(model, template="urial", batch_size=batch_size)
+    start = time.perf_counter()
+    hf.generate(prompts, params)
+    table.add_row(f"hf (batch {batch_size})", f"{time.perf_counter() - start:.1f}", "none: recomputed per sequence")
+    Console(width=160).print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="data/gym/base-s")
@@ -88,6 +119,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per HF generate call")
     parser.add_argument("--json", help="write the figures (and every scored sample) here")
+    parser.add_argument("--prefix-cache-bench", action="store_true", help="time vLLM with/without its prefix cache and HF instead")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -99,6 +131,9 @@ def main() -> None:
     from alignkit.gym.evaluation import format_reports, in_se, load_prompts, paired_difference
 
     prompts = load_prompts(args.prompts)[: args.limit]
+    if args.prefix_cache_bench:
+        prefix_cache_bench(args.base, prompts, args.batch_size)
+        return
     base = HFGenerator.from_pretrained(args.base, batch_size=args.batch_size)
     short = Path(tempfile.mkdtemp(prefix="urial-gym-")) / "short_prefix.txt"
     short.write_text(SHORT_PREFIX)
