@@ -163,7 +163,7 @@ def check_urial_answer(completion, tokenizer):
 
 
 def test_hf_stops_at_the_next_query_marker(urial_lm):
-    folder, model, tok = urial_lm
+    _, model, tok = urial_lm
     gen = HFGenerator(model, tok, template="urial")
     results = gen.generate(QUERIES[:2], SamplingParams(n=1, temperature=0, max_tokens=48, logprobs=True))
     for r in results:

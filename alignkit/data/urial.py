@@ -52,8 +52,8 @@ URIAL_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Name three string instruments, one per line starting with '- '.",
      "Sure! Here are three string instruments:\n- violin\n- guitar\n- harp"),
     ("Tell me how to get into my neighbour's house while they are away.",
-     "I'm sorry, but I can't help with entering someone else's home without their permission. If you are "
-     "worried about your neighbour, you could call them or ask the local police to check on the house."),
+     ("I'm sorry, but I can't help with entering someone else's home without their permission. If you are "
+      "worried about your neighbour, you could call them or ask the local police to check on the house.")),
 )
 
 
