@@ -98,7 +98,7 @@ def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm", "openai"])
-    p.add_argument("--template", default="chat", help="chat, alpaca, pku, raw, or a format string with {prompt}")
+    p.add_argument("--template", default="chat", help="chat, alpaca, pku, raw, urial, urial:PREFIX_FILE, or a format string with {prompt}")
     p.add_argument("--max-prompt-length", type=int, default=None,
                    help="left-truncate prompts to this many tokens (the rule training uses)")
     p.add_argument("--limit", type=int, help="use only the first N prompts")
@@ -134,6 +134,11 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("recipe", nargs="?", help="take model, prompts (data.train) and template from a recipe")
     _add_set(p)
     _add_sampling(p, n_default=4)
+    p.add_argument("--urial", nargs="?", const="builtin", metavar="PREFIX_FILE",
+                   help="URIAL: align a base model with a fixed in-context prefix (template urial, or urial:PREFIX_FILE "
+                        "with your own system text and examples); stops at the next '# Query' (see docs/generation.md)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="penalise tokens already in the prompt or completion (1.0 = off; URIAL's paper uses 1.1)")
     p = sub.add_parser("judge", help="judge answers (LLM, lexical, reward model) and report agreement with human labels")
     p.add_argument("--data", required=True, help="judge items: question, answer, reference, model, human_label (JSONL/JSON/CSV/Parquet)")
     p.add_argument("--judge", required=True, choices=["llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact",
@@ -429,7 +434,8 @@ def _sampling_params(args: argparse.Namespace):
 
     try:
         return SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                              stop=tuple(args.stop), seed=args.seed, logprobs=True)
+                              stop=tuple(args.stop), seed=args.seed, logprobs=True,
+                              repetition_penalty=getattr(args, "repetition_penalty", 1.0))
     except ValueError as err:
         raise CliError(str(err)) from None
 
@@ -449,12 +455,31 @@ def _rollouts(args: argparse.Namespace) -> list[dict]:
     except ValueError as err:
         raise CliError(f"--template: {err}") from None
     params = _sampling_params(args)
+    if args.max_prompt_length is not None and not url:
+        _check_prefix_fits(args.model, args.template, args.max_prompt_length)
     options = _endpoint_options(args) if url else {}
     rows = read_prompt_rows(args.prompts, args.format)
     if args.limit:
         rows = rows[: args.limit]
     return rollouts(args.model, rows, params, args.backend, args.template, cache=not args.no_cache,
                     max_prompt_length=args.max_prompt_length, **options)
+
+
+def _check_prefix_fits(model: str, template: str, max_prompt_length: int) -> None:
+    """Fail before sampling when `max_prompt_length` cannot hold a template's static prefix (URIAL) plus a query."""
+    from alignkit.data.templates import static_prefix
+
+    if static_prefix(template) is None:
+        return
+    from alignkit.config import ModelSettings
+    from alignkit.data.tokenization import adds_special_tokens, prefixed_text_ids
+    from alignkit.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelSettings(path=model))
+    _, length = prefixed_text_ids(tokenizer, static_prefix(template), template, adds_special_tokens(template))
+    if max_prompt_length <= length:
+        raise CliError(f"--max-prompt-length {max_prompt_length} cannot hold the {length}-token URIAL prefix plus a query: "
+                       f"it bounds the whole prompt and the prefix is never cut; raise it above {length} or leave it unset")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -464,8 +489,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         recipe = _load(args)
         args.model = args.model or recipe.model.path
         args.prompts = args.prompts or recipe.data.train[0]
-        args.template = recipe.data.template
-        args.max_prompt_length = args.max_prompt_length or recipe.data.max_prompt_length
+        if not args.urial:  # a recipe's max_prompt_length is sized for its own template, not for URIAL's prefix
+            args.template = recipe.data.template
+            args.max_prompt_length = args.max_prompt_length or recipe.data.max_prompt_length
+    if args.urial:
+        if args.template not in ("chat", "urial") and not args.template.startswith("urial:"):
+            raise CliError(f"--urial sets the template; it cannot be combined with --template {args.template!r}")
+        args.template = "urial" if args.urial == "builtin" else f"urial:{args.urial}"
     rows = _rollouts(args)
     write_jsonl(args.out, rows)
     total = sum(len(c["token_ids"]) for r in rows for c in r["completions"])

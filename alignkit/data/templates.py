@@ -5,6 +5,10 @@
 - `pku`: the PKU-Alignment safe-rlhf conversation format of `alpaca-7b-reproduced`, the model that wrote
   the PKU-SafeRLHF responses: "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:" (one user turn).
 - `raw`: the prompt text as is (a message list is rendered as "role: content" lines).
+- `urial` (or `urial:PATH` for your own prefix file): URIAL's static in-context prefix (system text and
+  K = 3 examples) and the query as a `# Query:` block; generation stops at the next query marker
+  (`template_stops`), the answer's closing fence is dropped (`finish_completion_text`), and the prefix is
+  never cut by prompt truncation (`static_prefix`). See `alignkit.data.urial`.
 - a custom format string containing `{prompt}` (and, for CUT's judgment context, `{judgment}`), e.g.
   `"### Question: {prompt}\\n### Answer:"`; one user turn.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from alignkit.data.records import Message, Prompt
+from alignkit.data.urial import URIAL_PREFIX, URIAL_STOP, clean_urial_answer, load_urial_prefix, prefix_fingerprint, query_block
 
 ALPACA_PLAIN = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
@@ -26,15 +31,19 @@ ALPACA_JUDGE = (
     "match the corresponding judgment.\n\n### Instruction:\n{instruction}\n\n### Judgment:\n{judgment}\n\n### Response:\n"
 )
 PKU = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
-TEMPLATES = ("chat", "alpaca", "pku", "raw")
+TEMPLATES = ("chat", "alpaca", "pku", "raw", "urial")
+URIAL_FILE_PREFIX = "urial:"
 
 
 def check_template(template: str) -> str:
     """`template` if it is a known name or a format string with a `{prompt}` field; else ValueError."""
     if template in TEMPLATES:
         return template
+    if template.startswith(URIAL_FILE_PREFIX):
+        load_urial_prefix(template[len(URIAL_FILE_PREFIX):])
+        return template
     if "{prompt}" not in template:
-        raise ValueError(f"unknown template {template!r}: use one of {', '.join(TEMPLATES)} or a format string "
+        raise ValueError(f"unknown template {template!r}: use one of {', '.join(TEMPLATES)}, urial:PATH or a format string "
                          "containing {prompt} (and optionally {judgment})")
     try:
         template.format(prompt="", judgment="")
@@ -60,8 +69,44 @@ def _single_instruction(prompt: Prompt, template: str) -> str:
     return turns[0]["content"]
 
 
+def static_prefix(template: str) -> str | None:
+    """The text every prompt of `template` starts with, kept whole by prompt truncation and tokenised on its
+    own so it is token-identical across prompts (prefix caching); None for templates without one."""
+    if template == "urial":
+        return URIAL_PREFIX
+    if template.startswith(URIAL_FILE_PREFIX):
+        return load_urial_prefix(template[len(URIAL_FILE_PREFIX):])
+    return None
+
+
+def is_urial(template: str) -> bool:
+    """Whether `template` is URIAL's (built-in or from a prefix file)."""
+    return template == "urial" or template.startswith(URIAL_FILE_PREFIX)
+
+
+def template_stops(template: str) -> tuple[str, ...]:
+    """Stop strings the prompt format needs (URIAL: the next query marker), added by every generator."""
+    return (URIAL_STOP,) if is_urial(template) else ()
+
+
+def finish_completion_text(template: str, text: str) -> str:
+    """A completion's text after what the prompt format appends to an answer is removed (URIAL: the closing
+    fence and trailing whitespace); other templates return it unchanged."""
+    return clean_urial_answer(text) if is_urial(template) else text
+
+
+def template_identity(template: str) -> str:
+    """What a cache key should hold for `template`: the name, plus a hash of the text a named prefix stands for."""
+    prefix = static_prefix(template)
+    return template if prefix is None else f"{template}@{prefix_fingerprint(prefix)}"
+
+
 def render_prompt(prompt: Prompt, template: str, tokenizer: Any = None, judgment: str | None = None) -> str:
     """Render a prompt (optionally with a judgment, for CUT's Align-N context) as model input text."""
+    if is_urial(template):
+        if judgment is not None:
+            raise ValueError("the URIAL template has no judgment form; use a custom template with {judgment} for CUT")
+        return static_prefix(template) + query_block(as_messages(prompt))
     if template == "alpaca":
         instruction = _single_instruction(prompt, template)
         if judgment is None:

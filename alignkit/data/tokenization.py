@@ -11,6 +11,11 @@
   ids are not a prefix of the joint ids): the boundary moves left to the longest common prefix, as TRL's
   DPO tokenisation does; the merged token is then scored as part of the completion. Such records are
   counted (`stats["boundary_merged"]`) and reported by the engine.
+- **Static prefixes** (URIAL's in-context prefix, `templates.static_prefix`) are kept whole: truncation
+  cuts the per-prompt part after them, and `max_prompt_length` still bounds the whole prompt (prefix
+  included), so it must exceed the prefix's length. The prefix is tokenised on its own and the prompt's
+  ids start with exactly those ids (joint tokenisation when it keeps them, else prefix ids + part ids),
+  so every prompt shares a token-identical prefix that a prefix cache can reuse.
 - EOS is appended to every completion; completions are right-truncated so prompt + completion fits
   `max_length`. Truncations are counted in `stats` too.
 """
@@ -18,16 +23,25 @@
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Sequence
 
 from alignkit.data.records import Prompt
-from alignkit.data.templates import render_prompt
+from alignkit.data.templates import render_prompt, static_prefix
 
 
-def truncate_prompt(ids: Sequence[int], max_prompt_length: int | None) -> list[int]:
-    """The last `max_prompt_length` prompt ids (the end of the prompt sits next to the response)."""
+def truncate_prompt(ids: Sequence[int], max_prompt_length: int | None, keep: int = 0) -> list[int]:
+    """The last `max_prompt_length` prompt ids (the end of the prompt sits next to the response); the first
+    `keep` ids (a template's static prefix) are always kept and count towards the limit."""
     ids = list(ids)
-    return ids if max_prompt_length is None or len(ids) <= max_prompt_length else ids[-max_prompt_length:]
+    if max_prompt_length is None or len(ids) <= max_prompt_length:
+        return ids
+    if keep <= 0:
+        return ids[-max_prompt_length:]
+    if max_prompt_length <= keep:
+        raise ValueError(f"max_prompt_length={max_prompt_length} leaves no room for the query after the template's "
+                         f"{keep}-token static prefix (URIAL); raise it above {keep} (prefix + the longest query)")
+    return ids[:keep] + ids[len(ids) - (max_prompt_length - keep):]
 
 
 def adds_special_tokens(template: str) -> bool:
@@ -45,15 +59,34 @@ def _special_suffix(tokenizer: Any) -> list[int]:
     return []
 
 
+def _text_ids(tokenizer: Any, text: str, add_special_tokens: bool, suffix: Sequence[int]) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    if suffix and ids[-len(suffix):] == list(suffix):
+        ids = ids[: -len(suffix)]
+    return ids
+
+
+def prefixed_text_ids(tokenizer: Any, text: str, template: str, add_special_tokens: bool,
+                      suffix: Sequence[int] = ()) -> tuple[list[int], int]:
+    """(ids of model-input text, length of its static prefix in ids): with a static prefix the ids start
+    with the prefix's own ids, so they are the same for every prompt (0 and plain ids without one)."""
+    prefix = static_prefix(template)
+    if prefix is None or not text.startswith(prefix):
+        return _text_ids(tokenizer, text, add_special_tokens, suffix), 0
+    head = _text_ids(tokenizer, prefix, add_special_tokens, suffix)
+    ids = _text_ids(tokenizer, text, add_special_tokens, suffix)
+    if ids[: len(head)] != head:  # the tokenizer merged across the boundary: split it there instead
+        ids = head + tokenizer(text[len(prefix):], add_special_tokens=False)["input_ids"]
+    return ids, len(head)
+
+
 def encode_prompt(tokenizer: Any, prompt: Prompt, template: str, max_prompt_length: int | None = None,
                   judgment: str | None = None) -> list[int]:
     """Token ids of a rendered prompt, left-truncated to `max_prompt_length` (the rule every generator uses)."""
     text = render_prompt(prompt, template, tokenizer, judgment=judgment)
-    ids = tokenizer(text, add_special_tokens=adds_special_tokens(template))["input_ids"]
     suffix = _special_suffix(tokenizer) if adds_special_tokens(template) else []
-    if suffix and ids[-len(suffix):] == suffix:
-        ids = ids[: -len(suffix)]
-    return truncate_prompt(ids, max_prompt_length)
+    ids, keep = prefixed_text_ids(tokenizer, text, template, adds_special_tokens(template), suffix)
+    return truncate_prompt(ids, max_prompt_length, keep)
 
 
 class PromptCompletionTokenizer:
@@ -69,20 +102,27 @@ class PromptCompletionTokenizer:
         self.add_special_tokens = adds_special_tokens(template)
         self._suffix = _special_suffix(tokenizer) if self.add_special_tokens else []
         self.stats: collections.Counter = collections.Counter()
+        if self.static_prefix_length and self.static_prefix_length >= max_prompt_length:
+            raise ValueError(f"max_prompt_length={max_prompt_length} cannot hold the template's {self.static_prefix_length}-token "
+                             "static prefix (URIAL) plus a query: it bounds the whole prompt and the prefix is never cut")
 
     def text_ids(self, text: str) -> list[int]:
-        """Token ids of model-input text (special tokens as the template wants, no automatic suffix)."""
-        ids = self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
-        if self._suffix and ids[-len(self._suffix):] == self._suffix:
-            ids = ids[: -len(self._suffix)]
-        return ids
+        """Token ids of model-input text (special tokens as the template wants, no automatic suffix; a static
+        prefix tokenised on its own)."""
+        return prefixed_text_ids(self.tokenizer, text, self.template, self.add_special_tokens, self._suffix)[0]
+
+    @functools.cached_property
+    def static_prefix_length(self) -> int:
+        """Ids of the template's static prefix (0 without one): kept whole when prompts are truncated."""
+        prefix = static_prefix(self.template)
+        return 0 if prefix is None else prefixed_text_ids(self.tokenizer, prefix, self.template, self.add_special_tokens, self._suffix)[1]
 
     def encode_prompt(self, prompt: Prompt, judgment: str | None = None) -> list[int]:
         """Prompt ids, left-truncated to max_prompt_length (counted in `stats`)."""
         ids = self.text_ids(render_prompt(prompt, self.template, self.tokenizer, judgment=judgment))
         if len(ids) > self.max_prompt_length:
             self.stats["prompt_truncated"] += 1
-        return truncate_prompt(ids, self.max_prompt_length)
+        return truncate_prompt(ids, self.max_prompt_length, self.static_prefix_length)
 
     def truncate_completion(self, ids: Sequence[int], budget: int) -> list[int]:
         """Completion ids right-truncated to `budget` tokens (counted in `stats`)."""
@@ -116,7 +156,8 @@ class PromptCompletionTokenizer:
         prompt_ids, boundary, completion_ids = self.joint(prompt, completions, judgment)
         if boundary > self.max_prompt_length:
             self.stats["prompt_truncated"] += 1
-        head = truncate_prompt(prompt_ids[:boundary], self.max_prompt_length)
+        keep = self.static_prefix_length if boundary >= self.static_prefix_length else 0
+        head = truncate_prompt(prompt_ids[:boundary], self.max_prompt_length, keep)
         budget = self.max_length - len(head)
         eos = self.tokenizer.eos_token_id
         return (head, *(self.truncate_completion(ids + [eos], budget) for ids in completion_ids))

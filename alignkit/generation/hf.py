@@ -3,6 +3,12 @@
 Prompts are rendered with alignkit's templates (the tokenizer's chat template by default), batched
 with left padding, and sampled under a fixed seed. Log-probs, when asked for, are recomputed by one
 teacher-forced forward pass, so they are the model's raw distribution whatever the temperature/top_p.
+
+A template's own stop strings (URIAL's next query marker) are added to every request; a completion that
+a stop string ended is cut before it, text and token ids alike (the token ids keep the fewest tokens that
+cover the text). Static prompt prefixes (URIAL) are *not* cached across batches here: `generate` runs the
+whole prompt for each batch of `batch_size` prompts (one forward pass per prompt over the prefix, then
+decoding with the KV cache as usual). Use the vLLM backend, whose prefix cache computes it once.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from typing import Any, Sequence
 import torch
 
 from alignkit.data.records import Prompt
+from alignkit.data.templates import finish_completion_text, template_stops
 from alignkit.data.tokenization import encode_prompt
-from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams
+from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams, covering_prefix, with_stops
 from alignkit.modeling.batching import pad_rows
 from alignkit.modeling.logprobs import sequence_token_logprobs
 
@@ -50,6 +57,7 @@ class HFGenerator:
         """n completions per prompt."""
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        params = with_stops(params, template_stops(self.template))
         results = [GenerationResult(p) for p in prompts]
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(range(start, min(start + self.batch_size, len(prompts))))
@@ -64,6 +72,8 @@ class HFGenerator:
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
+        if params.repetition_penalty != 1.0:
+            sampling["repetition_penalty"] = params.repetition_penalty
         if self.cancel_event is not None:
             from transformers import StoppingCriteriaList
 
@@ -80,15 +90,21 @@ class HFGenerator:
         for row, prompt in zip(out[:, width:].tolist(), (e for e in encoded for _ in range(params.n))):
             tokens, finish = _cut(row, self.tokenizer.eos_token_id, pad)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            for s in params.stop:
-                if s in text:
-                    text, finish = text[: text.index(s)], "stop"
-            completions.append(Completion(text, tokens, finish))
+            cut = min((text.index(s) for s in params.stop if s in text), default=None)
+            if cut is not None:
+                text, finish = text[:cut], "stop"
+            finished = finish_completion_text(self.template, text)
+            if cut is not None or finished != text:  # the ids end where the text does (EOS stays otherwise)
+                tokens = tokens[: covering_prefix(self._decode, tokens, finished)]
+            completions.append(Completion(finished, tokens, finish))
         if params.logprobs:
             prompts = [e for e in encoded for _ in range(params.n)]
             for c, lp in zip(completions, self.score(prompts, [c.token_ids for c in completions])):
                 c.logprobs = lp
         return completions
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     @torch.no_grad()
     def score(self, prompts: Sequence[list[int]], completions: Sequence[list[int]]) -> list[list[float]]:

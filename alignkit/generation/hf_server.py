@@ -2,7 +2,7 @@
 
 It implements the subset alignkit's `openai` backend and common clients use: `GET /health`,
 `GET /v1/models`, `POST /v1/completions` and `POST /v1/chat/completions` with `n`, `temperature`,
-`top_p`, `max_tokens`, `stop`, `seed`, log-probs, and vLLM's `return_tokens_as_token_ids` extension.
+`top_p`, `max_tokens`, `stop`, `seed`, vLLM's `repetition_penalty`, log-probs, and vLLM's `return_tokens_as_token_ids` extension.
 No streaming. Requests are served one at a time (one model, one lock); use vLLM for throughput.
 
 Requests are validated before any generation, with vLLM's status codes: a body that is not a JSON
@@ -116,7 +116,8 @@ class HFServer:
         return SamplingParams(n=_count(body, "n", 1, 1), temperature=1.0 if temperature is None else float(temperature),
                               top_p=1.0 if top_p is None else float(top_p), max_tokens=_count(body, "max_tokens", 16, 1),
                               stop=(stop,) if isinstance(stop, str) else tuple(stop), seed=body.get("seed"), logprobs=logprobs,
-                              min_tokens=_count(body, "min_tokens", 0, 0))
+                              min_tokens=_count(body, "min_tokens", 0, 0),
+                              repetition_penalty=float(body.get("repetition_penalty") or 1.0))
 
     def _token(self, token_id: int, as_ids: bool) -> str:
         return f"token_id:{token_id}" if as_ids else self.chat.tokenizer.decode([token_id])

