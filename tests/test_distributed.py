@@ -1,5 +1,10 @@
-"""DDP and DeepSpeed ZeRO-3 on this CPU: DPO, CUT and D²O train with 1 and 2 processes on the same global
-batch, and their loss curves match (so the two processes split the data and synchronise gradients)."""
+"""DDP and DeepSpeed ZeRO-3 on this CPU: every trainer trains with 2 processes on the same global batch as
+1 process, and the loss curves and epochs match: the two processes split the data and synchronise gradients.
+
+The 1-process baseline of each recipe runs once (in this process) and is shared by the DDP and ZeRO-3
+comparisons; the documented `accelerate launch --config_file launch/zero3.yaml -m alignkit train` form is
+exercised with 1 process for DPO.
+"""
 
 import json
 import math
@@ -8,6 +13,20 @@ import sys
 from pathlib import Path
 
 import pytest
+
+COMMON = ["data.eval=[]", "training.max_steps=6", "training.save_strategy=steps", "training.logging_steps=2", "training.save_steps=6", "training.learning_rate=1e-3"]
+EXTRA = {
+    # D²O: few, short samples (drawn once by the main process, read from the cache by the other). Its 72
+    # negatives leave a partial batch at step 5, where accelerate's even_batches pads the second process
+    # with repeated examples that one process never sees; dropping it keeps the two runs comparable.
+    "recipes/d2o_tiny.yaml": ["method_args.num_samples=2", "method_args.sample_max_tokens=12", "training.save_strategy=steps",
+                              "training.dataloader_drop_last=true"],
+    # DCKD/ADPA: a tiny teacher (sharing the tokenizer); ADPA's reference teacher named explicitly.
+    "recipes/dckd_tiny.yaml": ["method_args.teacher=tiny:s", "method_args.k=8"],
+    "recipes/adpa_tiny.yaml": ["method_args.teacher=tiny:s", "method_args.ref_teacher=tiny:xs", "method_args.k=8",
+                               "method_args.sample_max_tokens=12"],
+}
+_BASELINES: dict[tuple[str, str], Path] = {}
 
 
 def run_log(out: Path) -> list[tuple[int, float]]:
@@ -37,70 +56,78 @@ def untied_model(folder: Path) -> Path:
     return folder
 
 
-EXTRA = {
-    # D²O: few, short samples (drawn once by the main process, read from the cache by the other). Its 72
-    # negatives leave a partial batch at step 5, where accelerate's even_batches pads the second process
-    # with repeated examples that one process never sees; dropping it keeps the two runs comparable.
-    "recipes/d2o_tiny.yaml": ["--set", "method_args.num_samples=2", "--set", "method_args.sample_max_tokens=12",
-                              "--set", "training.save_strategy=steps", "--set", "training.dataloader_drop_last=true"],
-}
+def overrides(recipe: str, model: str) -> list[str]:
+    return [f"model.path={model}", *COMMON, *EXTRA.get(recipe, [])]
 
 
-@pytest.mark.parametrize("recipe", ["recipes/dpo_tiny.yaml", "recipes/cut_tiny.yaml", "recipes/d2o_tiny.yaml"])
-def test_zero3_one_and_two_processes_give_the_same_loss_curve(tmp_path, recipe):
-    common = ["--set", "model.path=tiny:xs", "--set", "data.eval=[]", "--set", "training.max_steps=6", "--set", "training.logging_steps=2",
-              "--set", "training.save_steps=6", "--set", "training.learning_rate=1e-3", *EXTRA.get(recipe, [])]
-    # 1 process: the documented `accelerate launch ... -m alignkit train` form, global batch 16.
-    one = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/zero3.yaml", "--num_processes", "1",
-         "-m", "alignkit", "train", recipe, *common, "--set", f"training.output_dir={tmp_path / 'one'}",
-         "--set", "training.per_device_train_batch_size=16"],
-        capture_output=True, text=True,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
-    # 2 processes: `alignkit train` re-launches itself from the recipe's launch section, 8 per device.
-    two = subprocess.run(
-        [sys.executable, "-m", "alignkit", "train", recipe, *common, "--set", f"training.output_dir={tmp_path / 'two'}",
-         "--set", "training.per_device_train_batch_size=8", "--set", "launch.config_file=launch/zero3.yaml",
+def baseline(tmp_path_factory, recipe: str, model: str = "tiny:xs") -> Path:
+    """One process, global batch 16, in this process; run once per recipe and shared."""
+    from alignkit.config import load_recipe
+    from alignkit.engine.run import train
+
+    key = (recipe, model)
+    if key not in _BASELINES:
+        out = tmp_path_factory.mktemp("one")
+        train(load_recipe(recipe, [*overrides(recipe, model), f"training.output_dir={out}", "training.per_device_train_batch_size=16"]))
+        _BASELINES[key] = out
+    return _BASELINES[key]
+
+
+def two_processes(recipe: str, model: str, out: Path, launch_config: str) -> subprocess.CompletedProcess:
+    """2 processes, 8 per device: `alignkit train` re-launches itself from the recipe's launch section."""
+    sets = [x for o in overrides(recipe, model) for x in ("--set", o)]
+    return subprocess.run(
+        [sys.executable, "-m", "alignkit", "train", recipe, *sets, "--set", f"training.output_dir={out}",
+         "--set", "training.per_device_train_batch_size=8", "--set", f"launch.config_file={launch_config}",
          "--set", "launch.num_processes=2"],
         capture_output=True, text=True,
     )
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "accelerate.commands.launch" in two.stderr + two.stdout  # it really re-launched
-    curve_one, curve_two = run_log(tmp_path / "one"), run_log(tmp_path / "two")
+
+
+def assert_same_run(one: Path, two: Path) -> None:
+    curve_one, curve_two = run_log(one), run_log(two)
     assert [s for s, _ in curve_one] == [2, 4, 6] == [s for s, _ in curve_two]
     for (_, a), (_, b) in zip(curve_one, curve_two):
-        assert abs(a - b) < 1e-3
-    assert abs(curve_one[-1][1] - math.log(2)) > 1e-3  # the weights really moved (learning itself: test_engine)
-    assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
+        assert abs(a - b) < 1e-3, (curve_one, curve_two)
+    # The same epoch after 6 steps: each of the 2 processes took 8 different examples per step. Two copies
+    # training on the same 8 examples would have seen half the data (and a different curve).
+    assert final_epoch(one) == pytest.approx(final_epoch(two))
+    assert abs(curve_one[-1][1] - curve_one[0][1]) > 1e-3  # the weights really moved
 
 
 @pytest.mark.parametrize("recipe,model", [("recipes/dpo_tiny.yaml", "tiny:xs"), ("recipes/dpo_tiny.yaml", "untied"),
                                           ("recipes/cut_tiny.yaml", "tiny:xs"), ("recipes/d2o_tiny.yaml", "tiny:xs")])
-def test_ddp_two_processes_split_the_data_like_one_process(tmp_path, recipe, model):
-    from alignkit.config import load_recipe
-    from alignkit.engine.run import train
-
+def test_ddp_two_processes_split_the_data_like_one_process(tmp_path, tmp_path_factory, recipe, model):
     if model == "untied":
-        model = str(untied_model(tmp_path / "untied"))
-    common = [f"model.path={model}", "data.eval=[]", "training.max_steps=6", "training.logging_steps=2", "training.save_steps=6",
-              "training.learning_rate=1e-3"] + [x for x in EXTRA.get(recipe, []) if x != "--set"]
-    # 1 process (in this process), global batch 16.
-    train(load_recipe(recipe, [*common, f"training.output_dir={tmp_path / 'one'}", "training.per_device_train_batch_size=16"]))
-    # 2 processes through launch/ddp.yaml (gloo on this CPU), 8 per device.
-    two = subprocess.run(
-        [sys.executable, "-m", "alignkit", "train", recipe, *(x for o in common for x in ("--set", o)),
-         "--set", f"training.output_dir={tmp_path / 'two'}", "--set", "training.per_device_train_batch_size=8",
-         "--set", "launch.config_file=launch/ddp.yaml", "--set", "launch.num_processes=2"],
-        capture_output=True, text=True,
-    )
+        model = str(untied_model(tmp_path_factory.mktemp("untied")))
+    one = baseline(tmp_path_factory, recipe, model)
+    two = two_processes(recipe, model, tmp_path / "two", "launch/ddp.yaml")
     assert two.returncode == 0, two.stderr[-3000:]
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in two.stderr
-    curve_one, curve_two = run_log(tmp_path / "one"), run_log(tmp_path / "two")
-    assert [s for s, _ in curve_one] == [2, 4, 6] == [s for s, _ in curve_two]
-    for (_, a), (_, b) in zip(curve_one, curve_two):
-        assert abs(a - b) < 1e-3
-    # The same epoch after 6 steps: each of the 2 processes took 8 different examples per step. Two copies
-    # training on the same 8 examples would have seen half the data (and a different curve).
-    assert final_epoch(tmp_path / "one") == pytest.approx(final_epoch(tmp_path / "two"))
-    assert abs(curve_one[-1][1] - curve_one[0][1]) > 1e-3
+    assert_same_run(one, tmp_path / "two")
+
+
+@pytest.mark.parametrize("recipe", ["recipes/dpo_tiny.yaml", "recipes/cut_tiny.yaml", "recipes/d2o_tiny.yaml",
+                                    "recipes/dckd_tiny.yaml", "recipes/adpa_tiny.yaml"])
+def test_zero3_two_processes_give_the_one_process_loss_curve(tmp_path, tmp_path_factory, recipe):
+    one = baseline(tmp_path_factory, recipe)
+    two = two_processes(recipe, "tiny:xs", tmp_path / "two", "launch/zero3.yaml")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "accelerate.commands.launch" in two.stderr + two.stdout  # it really re-launched
+    assert_same_run(one, tmp_path / "two")
+    assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
+
+
+def test_documented_accelerate_launch_form_under_zero3(tmp_path, tmp_path_factory):
+    """`accelerate launch --config_file launch/zero3.yaml -m alignkit train RECIPE` with 1 process equals plain training."""
+    recipe = "recipes/dpo_tiny.yaml"
+    sets = [x for o in overrides(recipe, "tiny:xs") for x in ("--set", o)]
+    one = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/zero3.yaml", "--num_processes", "1",
+         "-m", "alignkit", "train", recipe, *sets, "--set", f"training.output_dir={tmp_path / 'one'}",
+         "--set", "training.per_device_train_batch_size=16"],
+        capture_output=True, text=True,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert_same_run(baseline(tmp_path_factory, recipe), tmp_path / "one")
+    assert abs(run_log(tmp_path / "one")[-1][1] - math.log(2)) > 1e-3
