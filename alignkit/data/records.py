@@ -160,3 +160,15 @@ def to_prompt(record: Record) -> PromptOnly:
     if isinstance(record, JudgeItem):
         return PromptOnly(prompt=record.question)
     return PromptOnly(prompt=record.prompt)
+
+
+def convert(record: Record, want: type) -> Record:
+    """`record` as the record type `want`, where one stands in for another: a preference pair as a
+    negatives-only record (its `chosen` dropped), any prompt-bearing record as a prompt. TypeError otherwise."""
+    if isinstance(record, want):
+        return record
+    if want is NegativeOnly:
+        return to_negative(record)
+    if want is PromptOnly:
+        return to_prompt(record)
+    raise TypeError(f"a {record.kind} record cannot stand in for a {want.__name__} record")

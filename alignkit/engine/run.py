@@ -19,7 +19,7 @@ from typing import Any
 
 from alignkit.config import Recipe, method_module
 from alignkit.data.loaders import load_records
-from alignkit.data.records import NegativeOnly, to_negative
+from alignkit.data.records import convert
 from alignkit.distributed import cpu_multiprocess, distributed_state
 from alignkit.engine.signals import Rewards, Samples, SequenceLogps, SignalReport, TokenTopK
 
@@ -66,13 +66,13 @@ def _records_for(method: Any, paths: list[str], recipe: Recipe) -> tuple[list[An
     records = result.records
     want = method.record_type
     if records and not isinstance(records[0], want):
-        if want is NegativeOnly:
-            records = [to_negative(r) for r in records]
-        else:
+        try:
+            records = [convert(r, want) for r in records]
+        except TypeError:
             raise ValueError(
                 f"method {recipe.method!r} trains on {want.__name__} records, but data.format "
                 f"{recipe.data.format!r} gives {type(records[0]).__name__} records"
-            )
+            ) from None
     return records, result.summary()
 
 

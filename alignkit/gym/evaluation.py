@@ -45,6 +45,8 @@ class Stat:
 
 def in_se(s: Stat) -> str:
     """A signed difference with its standard error and its size in standard errors."""
+    if not s.se or s.se != s.se:  # zero (identical values) or NaN (one prompt): no ratio to show
+        return f"{s.mean:+.3f} ± {s.se:.3f}"
     return f"{s.mean:+.3f} ± {s.se:.3f} ({s.mean / s.se:+.1f} SE)"
 
 

@@ -276,7 +276,11 @@ class Method(CompletionMethod):
         return self._calibrator(name)(ids, raw.reshape(-1)).reshape(raw.shape)
 
     def _win_rates(self, keys: list[str], raw: torch.Tensor, texts: list[list[str]]) -> dict[str, torch.Tensor]:
-        """Per-prompt inference-time win rates against π_ref (first row of each prompt; NaN elsewhere)."""
+        """Per-prompt inference-time win rates against π_ref (first row of each prompt; NaN elsewhere).
+
+        The tie-aware U-statistic of `alignkit.rewards.inference_win_rate(estimator="ustat")`: N-subsets of the
+        k policy samples against the m reference samples. The plug-in estimator would shrink best-of-N from
+        k = 4 samples against m ≫ k; with k < N the plug-in is the only choice."""
         from alignkit.rewards import inference_win_rate
 
         a = self.args
@@ -288,7 +292,9 @@ class Method(CompletionMethod):
             reference = torch.tensor([self.signal_values[name][key] for key in keys], dtype=torch.float64)
             for procedure, n in (("standard", 1), ("bon", a.n), ("won", a.n)):
                 values = torch.full((len(keys), a.num_samples), float("nan"))
-                values[:, 0] = torch.as_tensor(inference_win_rate(rewards, reference, procedure, n).per_prompt, dtype=torch.float32)
+                estimator = "ustat" if a.num_samples >= n else "plugin"
+                per_prompt = inference_win_rate(rewards, reference, procedure, n, estimator=estimator).per_prompt
+                values[:, 0] = torch.as_tensor(per_prompt, dtype=torch.float32)
                 out[f"win/{prefix}{procedure if procedure == 'standard' else procedure + str(n)}"] = values.reshape(-1)
         if self.heldout is not None:
             out["heldout_reward"] = scorers[1][1].reshape(-1).float()
