@@ -331,7 +331,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from alignkit.config import is_staged, load_recipe, load_staged, recipe_to_yaml
+    from alignkit.engine.rounds import is_online, load_online
 
+    if is_online(args.recipe):
+        import yaml
+
+        settings, common = load_online(args.recipe, args.overrides)
+        print(yaml.safe_dump({"online": settings.model_dump(mode="json")}, sort_keys=False), end="")
+        print(f"# the recipe each round trains ({settings.recipe}, data.train and model.path set per round)")
+        print(recipe_to_yaml(load_recipe(settings.recipe, common, check_files=False)), end="")
+        return 0
     if is_staged(args.recipe):
         for stage in load_staged(args.recipe, args.overrides, check_files=not args.schema_only):
             print(f"# stage {stage.name} -> {stage.output}\n{recipe_to_yaml(stage.recipe)}---")

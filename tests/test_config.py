@@ -134,6 +134,12 @@ def test_bundled_recipes_validate(path):
     # GPU recipes name hub models and datasets that are not on this machine: validate schema only.
     from alignkit.config import is_staged, load_staged
 
+    from alignkit.engine.rounds import is_online, load_online
+
+    if is_online(path):  # an online rounds recipe: its settings and the method recipe each round trains
+        settings, common = load_online(path)
+        assert load_recipe(settings.recipe, common).method
+        return
     if is_staged(path):  # every stage validates; gym stages also find their files
         assert all(s.recipe.method for s in load_staged(path, check_files="tiny" in Path(path).name))
         return
