@@ -392,13 +392,18 @@ class ResolvedStage:
     output: Path  # the stage's final model folder
 
 
-def is_staged(path: str | Path) -> bool:
-    """Whether a YAML file is a staged recipe (a mapping with `stages`)."""
+def top_level_keys(path: str | Path) -> set[str]:
+    """The top-level keys of a YAML mapping file (empty when it is unreadable or not a mapping)."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "stages" in raw
+        return set()
+    return set(raw) if isinstance(raw, dict) else set()
+
+
+def is_staged(path: str | Path) -> bool:
+    """Whether a YAML file is a staged recipe (a mapping with `stages`)."""
+    return "stages" in top_level_keys(path)
 
 
 def load_staged(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> list[ResolvedStage]:

@@ -44,36 +44,13 @@ SHORT_PREFIX = ("# Instruction\n\nConversations between a person and a helpful, 
 
 def score(name, gen, base, prompts, params):
     """Sample, score with the gold reward, and estimate KL to the plain base: a ModelReport plus extra rates."""
-    import numpy as np
-
     from alignkit.data.tokenization import encode_prompt
-    from alignkit.gym.evaluation import METRICS, VERIFIABLE, ModelReport, stat
-    from alignkit.gym.world import gold, task_for_prompt
+    from alignkit.gym.evaluation import report_from_results
 
     start = time.perf_counter()
     results = gen.generate(list(prompts), params)
     seconds = time.perf_counter() - start
-    per = {k: [] for k in (*METRICS, "degenerate", "hit_stop")}
-    families, rows = {}, []
-    mean = lambda xs: float(np.mean(xs))  # noqa: E731
-    for r in results:
-        task = task_for_prompt(r.prompt)
-        golds = [gold(task, c.text, r.prompt) for c in r.completions]
-        per["gold_reward"].append(mean([g.reward for g in golds]))
-        per["accuracy"].append(mean([g.correct for g in golds]) if task.family in VERIFIABLE else None)
-        per["unsafe_compliance"].append(mean([not g.safe for g in golds]) if task.unsafe else None)
-        per["over_refusal"].append(None if task.unsafe else mean([g.refused for g in golds]))
-        per["polite"].append(mean([g.polite for g in golds]))
-        per["length_words"].append(mean([len(c.text.split()) for c in r.completions]))
-        per["degenerate"].append(mean([g.degenerate for g in golds]))
-        per["hit_stop"].append(mean([c.finish_reason == "stop" for c in r.completions]))
-        families.setdefault(task.family, []).append(per["gold_reward"][-1])
-        rows += [{"prompt": r.prompt, "family": task.family, "response": c.text, **g.to_json()} for c, g in zip(r.completions, golds)]
-    base_prompts = [encode_prompt(base.tokenizer, r.prompt, "chat") for r in results for _ in r.completions]
-    base_lp = iter(base.score(base_prompts, [c.token_ids for r in results for c in r.completions]))
-    for r in results:
-        per["kl_to_base"].append(mean([c.logprob - sum(next(base_lp)) for c in r.completions]))
-    report = ModelReport(name, {k: stat(v) for k, v in per.items()}, {f: stat(v) for f, v in sorted(families.items())}, rows, per)
+    report = report_from_results(name, results, base, lambda prompt: encode_prompt(base.tokenizer, prompt, "chat"))
     report.seconds = seconds
     return report
 

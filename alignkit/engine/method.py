@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from alignkit.data.tokenization import PromptCompletionTokenizer
-from alignkit.engine.signals import SequenceLogps, TokenTopK
+from alignkit.engine.signals import Samples, SequenceLogps, TokenTopK
 from alignkit.modeling.batching import rows_to_batch
 from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum
 
@@ -41,6 +41,32 @@ class MethodArgs(BaseModel):
     logprob_chunk_size: int | None = Field(256, gt=0, description="sequence chunk over which the LM head runs when "
                                            "computing log-probs ([batch x chunk x vocab] logits at a time); None uses the "
                                            "model's full logits (needed for heads that soft-cap or scale logits)")
+
+
+class SamplerArgs(BaseModel):
+    """Settings of methods that generate through the generation interface (before or during training);
+    mixed into a method's `Args`, which may redeclare a field to change its default or description."""
+
+    model_config = ConfigDict(extra="forbid")
+    sample_backend: Literal["auto", "hf", "vllm"] = Field("auto", description="generation backend: auto picks vLLM on "
+                                                          "GPUs (and on CPU from 20M parameters), HF otherwise")
+    sample_engine_args: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments, e.g. "
+                                               "gpu_memory_utilization to share a GPU with training, enforce_eager")
+    sample_max_tokens: int = Field(256, ge=1, description="length limit of the sampled responses")
+    sample_seed: int = Field(0, description="base seed of the sampler")
+
+    def samples_signal(self, name: str, model: Any, params: Any, role: str = "sampler") -> Samples:
+        """A `Samples` signal drawn with these settings' backend."""
+        return Samples(name, model, params, self.sample_backend, tuple(sorted(self.sample_engine_args.items())), role=role)
+
+    def policy_sampler(self, recipe: Any, tokenizer: Any) -> Any:
+        """A `PolicySampler` for the policy being trained (its initial weights start a vLLM engine)."""
+        from alignkit.engine.sampling import PolicySampler
+        from alignkit.generation.backends import choose_backend
+
+        backend = self.sample_backend if self.sample_backend != "auto" else choose_backend(recipe.model.path)
+        return PolicySampler(recipe.model, tokenizer, recipe.data.template, backend, recipe.data.max_prompt_length,
+                             self.sample_engine_args)
 
 
 class ReferenceArgs(MethodArgs):

@@ -68,11 +68,9 @@ class OnlineSettings(BaseModel):
 
 def is_online(path: str | Path) -> bool:
     """Whether a YAML file is a rounds recipe (a mapping with `online`)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and "online" in raw
+    from alignkit.config import top_level_keys
+
+    return "online" in top_level_keys(path)
 
 
 def load_online(path: str | Path, overrides: list[str] | None = None) -> tuple[OnlineSettings, list[str]]:

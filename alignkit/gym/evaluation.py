@@ -85,7 +85,14 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
     """Sample `samples` completions per prompt and score them with the gold reward (and a reward model)."""
     gen = HFGenerator.from_pretrained(model)
     results = gen.generate(list(prompts), SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=base is not None))
-    per: dict[str, list[Any]] = {k: [] for k in METRICS}
+    return report_from_results(model, results, base, gen.encode, reward_model)
+
+
+def report_from_results(name: str, results: Sequence[Any], base: HFGenerator | None = None, encode: Any = None,
+                        reward_model: Any = None) -> ModelReport:
+    """Gold figures of sampled results (one `GenerationResult` per gym prompt), with KL to `base` (its log-probs
+    of each sample after `encode(prompt)`; the samples need their own log-probs) and reward-model scores."""
+    per: dict[str, list[Any]] = {k: [] for k in (*METRICS, "degenerate", "hit_stop")}
     families: dict[str, list[float]] = {}
     rows = []
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
@@ -98,6 +105,8 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
         per["over_refusal"].append(None if task.unsafe else mean([g.refused for g in golds]))
         per["polite"].append(mean([g.polite for g in golds]))
         per["length_words"].append(mean([len(c.text.split()) for c in result.completions]))
+        per["degenerate"].append(mean([g.degenerate for g in golds]))
+        per["hit_stop"].append(mean([c.finish_reason == "stop" for c in result.completions]))
         families.setdefault(task.family, []).append(per["gold_reward"][-1])
         rows += [{"prompt": result.prompt, "family": task.family, "response": c.text, **g.to_json()} for c, g in zip(result.completions, golds)]
     if reward_model is not None:
@@ -108,11 +117,11 @@ def evaluate(model: str, prompts: Sequence[str], base: HFGenerator | None = None
         for row, score in zip(rows, (x for s in scores for x in s)):
             row["rm_score"] = score
     if base is not None:  # one batched scoring pass of every sample under the base model
-        prompt_ids = [gen.encode(r.prompt) for r in results for _ in r.completions]
+        prompt_ids = [encode(r.prompt) for r in results for _ in r.completions]
         base_lp = iter(base.score(prompt_ids, [c.token_ids for r in results for c in r.completions]))
         for r in results:
             per["kl_to_base"].append(mean([c.logprob - sum(next(base_lp)) for c in r.completions]))
-    return ModelReport(model, {k: stat(v) for k, v in per.items()}, {f: stat(v) for f, v in sorted(families.items())}, rows, per)
+    return ModelReport(name, {k: stat(v) for k, v in per.items()}, {f: stat(v) for f, v in sorted(families.items())}, rows, per)
 
 
 def best_of_n_value(select_by: Sequence[float], value: Sequence[float], n: int) -> float:
@@ -251,7 +260,7 @@ def format_reports(reports: Sequence[ModelReport]) -> Any:
     table.add_column("metric")
     for r in reports:
         table.add_column(r.model, justify="right")
-    for metric in METRICS + ("rm_score",):
+    for metric in METRICS + ("degenerate", "rm_score"):
         if all(metric in r.stats for r in reports):
             table.add_row(metric, *(str(r.stats[metric]) for r in reports))
     families = sorted({f for r in reports for f in r.per_family_reward})

@@ -195,6 +195,11 @@ def per_sequence_sum(values: torch.Tensor, mask: torch.Tensor, batch: dict[str, 
     return out.index_add(0, index[mask], values[mask])
 
 
+def per_sequence_mean(values: torch.Tensor, mask: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean of masked per-token values [R, T-1] over each sequence's scored tokens, one value per sequence."""
+    return per_sequence_sum(values, mask, batch) / per_sequence_sum(mask.to(values.dtype), mask, batch).clamp(min=1)
+
+
 def completion_matrix(values: torch.Tensor, mask: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Scored tokens laid out as [sequences, max completion length (, ...)], with a validity mask.
 

@@ -35,16 +35,15 @@ import torch
 from pydantic import Field
 
 from alignkit.data.records import PreferencePair, prompt_key
-from alignkit.engine.method import CompletionMethod, MethodArgs
-from alignkit.engine.signals import Samples
+from alignkit.engine.method import CompletionMethod, MethodArgs, SamplerArgs
 from alignkit.generation.base import SamplingParams
-from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, completion_matrix
+from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, per_sequence_mean
 
 FLOOR = 1e-7  # the official merge step floors both teachers' probabilities here
 STUDENT_CLAMP = (1e-8, 1 - 1e-8)
 
 
-class Args(MethodArgs):
+class Args(MethodArgs, SamplerArgs):
     """`method_args` for ADPA (defaults: the official `student_adpa.yaml`)."""
 
     teacher: str = Field(description="π_dpo, the DPO teacher; it must share the student's tokenizer")
@@ -59,8 +58,6 @@ class Args(MethodArgs):
     ref_fallback: Literal["official", "exact"] = Field("official", description="π_ref's probability of a token outside "
                                                        "its own top-K: official (π_dpo's K-th probability) or exact")
     sample_max_tokens: int = Field(2048, ge=1, description="length limit of the student's greedy responses ŷ (official 2048)")
-    sample_backend: Literal["auto", "hf", "vllm"] = Field("auto", description="backend generating ŷ; auto picks vLLM on GPUs")
-    sample_engine_args: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
 
 
 def adpa_advantages(dpo_ids: torch.Tensor, dpo_logps: torch.Tensor, ref_logps_at_dpo: torch.Tensor,
@@ -127,7 +124,7 @@ class Method(CompletionMethod):
 
     def sampling_params(self) -> SamplingParams:
         """ŷ: one greedy response per prompt (official: vLLM, temperature 0, first output only)."""
-        return SamplingParams(n=1, temperature=0.0, max_tokens=self.args.sample_max_tokens, seed=0)
+        return SamplingParams(n=1, temperature=0.0, max_tokens=self.args.sample_max_tokens, seed=self.args.sample_seed)
 
     def signals(self, recipe: Any) -> list[Any]:
         """ŷ from the initial student; π_dpo's top-K on ŷ; π_ref's top-K on ŷ and its log-probs at π_dpo's ids."""
@@ -136,8 +133,7 @@ class Method(CompletionMethod):
         a = self.args
         ref_teacher = a.ref_teacher or default_ref_teacher(a.teacher)
         return [
-            Samples("student_samples", frozen_settings(recipe.model), self.sampling_params(), a.sample_backend,
-                    tuple(sorted(a.sample_engine_args.items())), role="student"),
+            a.samples_signal("student_samples", frozen_settings(recipe.model), self.sampling_params(), role="student"),
             self.teacher_topk(recipe, "dpo", a.teacher, ("sample",), a.k, role="teacher"),
             self.teacher_topk(recipe, "ref", ref_teacher, ("sample",), a.k, role="ref_teacher", gather_from="dpo"),
         ]
@@ -184,10 +180,7 @@ class Method(CompletionMethod):
 
         nll, term = chunked_head(hidden, head, per_chunk, batch["input_ids"][:, 1:], ids, adv,
                                  chunk_size=self.args.logprob_chunk_size or hidden.shape[1])
-        nll_m, valid = completion_matrix(nll, mask, batch)
-        term_m, _ = completion_matrix(term, mask, batch)
-        count = valid.sum(-1).clamp(min=1)
-        nll_seq, term_seq = (nll_m * valid).sum(-1) / count, (term_m * valid).sum(-1) / count
+        nll_seq, term_seq = per_sequence_mean(nll, mask, batch), per_sequence_mean(term, mask, batch)
         b = nll_seq.shape[0] // 2
         return {"nll_chosen": nll_seq[:b], "advantage_term": term_seq[b:]}
 

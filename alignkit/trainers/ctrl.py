@@ -42,16 +42,16 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.data.records import PromptOnly, prompt_key
-from alignkit.engine.method import CompletionMethod, MethodArgs
-from alignkit.engine.signals import Rewards, Samples, ScorerSpec, SequenceLogps
+from alignkit.engine.method import CompletionMethod, MethodArgs, SamplerArgs
+from alignkit.engine.signals import Rewards, ScorerSpec, SequenceLogps
 from alignkit.generation.base import SamplingParams
-from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, per_sequence_sum
+from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, per_sequence_mean, per_sequence_sum
 
 log = logging.getLogger("alignkit")
 ScorerKind = Literal["reward-model", "gold", "judge"]
 
 
-class Args(MethodArgs):
+class Args(MethodArgs, SamplerArgs):
     """`method_args` for CTRL (the paper gives no code; [unverified] values are alignkit's documented choices)."""
 
     reward: ScorerKind = Field("reward-model", description="the reward optimised: a reward model, the gym's gold reward, or a pointwise judge")
@@ -74,10 +74,6 @@ class Args(MethodArgs):
     sample_temperature: float = Field(1.0, gt=0, description="policy sampling temperature (1: the policy's own distribution)")
     sample_top_p: float = Field(1.0, gt=0, le=1, description="policy sampling top_p")
     sample_max_tokens: int = Field(128, ge=1, description="length limit of policy and reference samples")
-    sample_seed: int = Field(0, description="base seed of the samplers")
-    sample_backend: Literal["auto", "hf", "vllm"] = Field("auto", description="sampling backend; auto: vLLM on GPUs")
-    sample_engine_args: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments "
-                                               "(e.g. gpu_memory_utilization to share a GPU with training)")
     reward_template: str | None = Field(None, description="template of the reward model / judge (default: the recipe's)")
     reference: Literal["model", "adapter"] = Field("model", description="π_ref for the KL: a frozen copy, or the LoRA "
                                                    "policy with its adapter off (the calibration samples come from the same weights)")
@@ -182,8 +178,7 @@ class Method(CompletionMethod):
         ref = frozen_settings(recipe.model)
         params = SamplingParams(n=a.calibration_samples, temperature=1.0, top_p=1.0, max_tokens=a.sample_max_tokens,
                                 seed=a.sample_seed + 1)
-        signals: list[Any] = [Samples("calibration", ref, params, a.sample_backend, tuple(sorted(a.sample_engine_args.items())),
-                                      role="reference"),
+        signals: list[Any] = [a.samples_signal("calibration", ref, params, role="reference"),
                               Rewards("calibration_rewards", "calibration", self._scorer_spec(a.reward, a.reward_model, recipe))]
         if a.heldout_reward:
             signals.append(Rewards("calibration_heldout", "calibration",
@@ -193,14 +188,10 @@ class Method(CompletionMethod):
         return signals
 
     def _setup(self, recipe: Any) -> None:
-        from alignkit.engine.sampling import PolicySampler
-        from alignkit.generation.backends import choose_backend
         from alignkit.judge.scorer import make_scorer
 
         a = self.args
-        backend = a.sample_backend if a.sample_backend != "auto" else choose_backend(recipe.model.path)
-        self.sampler = PolicySampler(recipe.model, self.tokens.tokenizer, recipe.data.template, backend,
-                                     recipe.data.max_prompt_length, a.sample_engine_args)
+        self.sampler = a.policy_sampler(recipe, self.tokens.tokenizer)
         template = a.reward_template or recipe.data.template
         self.scorer = make_scorer(a.reward, a.reward_model, template)
         if a.heldout_reward:
@@ -312,9 +303,8 @@ class Method(CompletionMethod):
 
         token_logps, entropy = chunked_head(hidden, head, per_chunk, batch["input_ids"][:, 1:],
                                             chunk_size=self.args.logprob_chunk_size or hidden.shape[1])
-        tokens = per_sequence_sum(mask.float(), mask, batch)
-        out = {"sample_logps": per_sequence_sum(token_logps, mask, batch), "tokens": tokens,
-               "entropy": per_sequence_sum(entropy.detach(), mask, batch) / tokens.clamp(min=1)}
+        out = {"sample_logps": per_sequence_sum(token_logps, mask, batch), "tokens": per_sequence_sum(mask.float(), mask, batch),
+               "entropy": per_sequence_mean(entropy.detach(), mask, batch)}
         out.update({k: v for k, v in batch.items() if k in ("raw", "calibrated", "transformed", "group")
                     or k.startswith(("win/", "heldout_"))})
         return out

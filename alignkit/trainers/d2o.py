@@ -44,14 +44,13 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from alignkit.data.records import NegativeOnly, Prompt, prompt_key
-from alignkit.engine.method import CompletionMethod, ReferenceArgs
-from alignkit.engine.signals import Samples
+from alignkit.engine.method import CompletionMethod, ReferenceArgs, SamplerArgs
 from alignkit.generation.base import SamplingParams
 
 log = logging.getLogger("alignkit")
 
 
-class Args(ReferenceArgs):
+class Args(ReferenceArgs, SamplerArgs):
     """`method_args` for D²O (paper values where the paper gives them)."""
 
     alpha: float = Field(0.1, ge=0, description="α, weight of the negative's log-ratio (paper: 0.1)")
@@ -60,10 +59,6 @@ class Args(ReferenceArgs):
     sample_temperature: float = Field(1.0, ge=0, description="sampling temperature of the K samples (not reported in the paper)")
     sample_top_p: float = Field(1.0, gt=0, le=1, description="nucleus top_p of the K samples (not reported in the paper)")
     sample_max_tokens: int = Field(256, ge=1, description="length limit of the K samples (not reported in the paper)")
-    sample_seed: int = Field(0, description="seed of the sampler")
-    sample_backend: Literal["auto", "hf", "vllm"] = Field("auto", description="generation backend of the sampler; auto picks vLLM on GPUs")
-    sample_engine_args: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments, e.g. "
-                                               "gpu_memory_utilization to share a GPU with training, enforce_eager")
     logp_agg: Literal["sum", "mean"] = Field("sum", description="sequence log-prob: sum (DPO convention) or per-token mean")
     negative_reference_model: str | None = Field(None, description="π_r⁺, the denominator of the negative's ratio "
                                                  "(default: the same model as reference_model, as in the paper's experiments)")
@@ -129,8 +124,7 @@ class Method(CompletionMethod):
 
         a = self.args
         sampler = frozen_settings(recipe.model, a.reference_model)
-        signals: list[Any] = [Samples("samples", sampler, self.sampling_params(), a.sample_backend,
-                                      tuple(sorted(a.sample_engine_args.items())))]
+        signals: list[Any] = [a.samples_signal("samples", sampler, self.sampling_params())]
         options = [("logp_agg", a.logp_agg), ("num_samples", a.num_samples)]
         if a.negative_reference_model and a.negative_reference_model != a.reference_model:
             signals += [a.reference_signal(recipe, ("sample_logps",), options=options),
@@ -188,13 +182,7 @@ class Method(CompletionMethod):
             return []
         if recipe.training.deepspeed:
             raise ValueError("D²O's online variant (resample_every) runs single-process or DDP, not under DeepSpeed")
-        from alignkit.engine.sampling import PolicySampler
-        from alignkit.generation.backends import choose_backend
-
-        a = self.args
-        backend = a.sample_backend if a.sample_backend != "auto" else choose_backend(recipe.model.path)
-        self.sampler = PolicySampler(recipe.model, self.tokens.tokenizer, recipe.data.template, backend,
-                                     recipe.data.max_prompt_length, a.sample_engine_args)
+        self.sampler = self.args.policy_sampler(recipe, self.tokens.tokenizer)
         return [_make_resampler(self)]
 
     def resample(self, model: Any, step: int) -> float:

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from alignkit.data.records import PreferencePair
 from alignkit.engine.method import CompletionMethod, MethodArgs
-from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, completion_matrix
+from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, per_sequence_mean
 
 CLAMP = (1e-8, 1 - 1e-8)
 STUDENT_FLOOR = 1e-7
@@ -126,10 +126,7 @@ class Method(CompletionMethod):
         fn = per_chunk if ids is not None else (lambda z, y, tl: per_chunk(z, y, None, tl))
         nll, kl = chunked_head(hidden, head, fn, batch["input_ids"][:, 1:], *extra,
                                chunk_size=self.args.logprob_chunk_size or hidden.shape[1])
-        nll_m, valid = completion_matrix(nll, mask, batch)
-        kl_m, _ = completion_matrix(kl, mask, batch)
-        count = valid.sum(-1).clamp(min=1)
-        nll_seq, kl_seq = (nll_m * valid).sum(-1) / count, (kl_m * valid).sum(-1) / count
+        nll_seq, kl_seq = per_sequence_mean(nll, mask, batch), per_sequence_mean(kl, mask, batch)
         b = nll_seq.shape[0] // 2
         return {"nll_chosen": nll_seq[:b], "kl_chosen": kl_seq[:b], "kl_rejected": kl_seq[b:]}
 
