@@ -84,7 +84,30 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--heldout-fraction", type=float, default=0.25)
     m.add_argument("--responses-per-prompt", type=int, default=4)
     _add_generation_commands(sub)
+    _add_paligner_commands(sub)
     return parser
+
+
+def _add_paligner_commands(sub) -> None:
+    p = sub.add_parser("paligner", help="P-Aligner: MCTS synthesis of instruction rewrites and their training data")
+    psub = p.add_subparsers(dest="paligner_command", required=True)
+    s = psub.add_parser("synthesize", help="run (or resume) the principle-guided MCTS over a config's seed instructions")
+    s.add_argument("--config", required=True, help="synthesis YAML (see docs/paligner.md)")
+    _add_set(s)
+    e = psub.add_parser("export", help="training data from finished trees (ablations: --limit, --random)")
+    e.add_argument("--trees", required=True, help="trees.jsonl written by synthesize")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--limit", type=int, help="use only each tree's first N expansions (the paper's truncated-tree ablation)")
+    e.add_argument("--random", action="store_true", help="a random node instead of the best (ablation)")
+    e.add_argument("--principles", help="the principle table the trees were searched with (default: built-in)")
+    r = sub.add_parser("rewrite", help="rewrite prompts with a trained P-Aligner rewriter (greedy, once) into a prompt file")
+    r.add_argument("--model", required=True, help="the rewriter model folder (or an endpoint URL)")
+    r.add_argument("--prompts", required=True, help="data file with prompts (any prompt-bearing format)")
+    r.add_argument("--format", default=None)
+    r.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm", "openai"])
+    r.add_argument("--max-tokens", type=int, default=512)
+    r.add_argument("--limit", type=int)
+    r.add_argument("--out", required=True, help="output JSONL: prompt (rewritten), raw_prompt, parsed, plus the input row's fields")
 
 
 def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -170,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
+                   "paligner": cmd_paligner, "rewrite": cmd_rewrite,
                    "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge}
         return handler[args.command](args)
     except CliError as err:
@@ -560,6 +584,73 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     print(to_markdown(report))
     print("written: " + ", ".join(report["files"]))
+    return 0
+
+
+def cmd_paligner(args: argparse.Namespace) -> int:
+    if args.paligner_command == "synthesize":
+        from alignkit.paligner.synthesis import load_config, synthesize
+
+        config = load_config(args.config, args.overrides)
+        summary = synthesize(config, _make_rewriter(config.rewriter))
+        print(json.dumps(summary, indent=1))
+        return 0
+    from alignkit.generation.rollouts import write_jsonl
+    from alignkit.paligner.export import best_rows, preference_rows, random_node_rows, step_rows
+    from alignkit.paligner.mcts import load_trees
+    from alignkit.paligner.principles import PrincipleTable
+
+    if not Path(args.trees).is_file():
+        raise CliError(f"--trees: file not found: {args.trees}")
+    trees = load_trees(args.trees)
+    out = Path(args.out)
+    table = PrincipleTable.load(args.principles) if args.principles else PrincipleTable()
+    files = {"sft_random.jsonl": random_node_rows(trees)} if args.random else {
+        "preference.jsonl": preference_rows(trees, args.limit), "sft_best.jsonl": best_rows(trees, args.limit),
+        **({} if args.limit else {"sft_steps.jsonl": step_rows(trees, table)})}
+    for name, rows in files.items():
+        write_jsonl(out / name, rows)
+        print(f"{out / name}: {len(rows)} rows")
+    return 0
+
+
+def _make_rewriter(settings):
+    """The MCTS expansion operator a synthesis config names."""
+    if settings.kind == "gym":
+        from alignkit.gym.rewriter import GymRuleRewriter
+
+        return GymRuleRewriter()
+    from alignkit.generation.backends import load_generator
+    from alignkit.paligner.rewrite import ModelRewriter
+
+    if settings.kind == "endpoint":
+        if not settings.url:
+            raise CliError("rewriter.url is required for an endpoint rewriter")
+        generator = load_generator(settings.url, "openai", api_key=settings.api_key,
+                                   **({"model_name": settings.model} if settings.model else {}))
+    else:
+        _check_model_arg("rewriter.model", settings.model)
+        generator = load_generator(settings.model, settings.backend)
+    return ModelRewriter(generator, settings.style)
+
+
+def cmd_rewrite(args: argparse.Namespace) -> int:
+    from alignkit.generation.backends import load_generator
+    from alignkit.generation.rollouts import read_prompt_rows, write_jsonl
+    from alignkit.paligner.rewrite import rewrite_prompts
+
+    url = args.model.startswith(("http://", "https://"))
+    _check_model_arg("--model", args.model)
+    rows = read_prompt_rows(args.prompts, args.format)
+    if args.limit:
+        rows = rows[: args.limit]
+    raws = [r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][-1]["content"] for r in rows]
+    generator = load_generator(args.model, "openai" if url else args.backend)
+    rewritten = rewrite_prompts(generator, raws, args.max_tokens)
+    out = [{**r, "prompt": new, "raw_prompt": raw, "parsed": parsed} for r, raw, (new, parsed) in zip(rows, raws, rewritten)]
+    fallbacks = sum(not parsed for _, parsed in rewritten)
+    write_jsonl(args.out, out)
+    print(f"{len(rows)} prompts rewritten into {args.out}; {fallbacks} kept their raw form (no optimized-prompt markers)")
     return 0
 
 
