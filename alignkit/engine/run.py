@@ -184,10 +184,11 @@ def live_references(prep: Prepared) -> list[Any]:
 
 
 def _reference_note(prep: Prepared) -> str:
-    routes = [f"{', '.join(s.keys)}: {s.route}" for s in prep.signals if isinstance(s, SequenceLogps)]
-    if not routes:
-        return "none (method uses no reference)"
-    return "; ".join(routes + prep.signal_report.lines)
+    """What the run's frozen signals were and whether they were computed or reused (the summary's `signals:` line)."""
+    routes = [f"{', '.join(s.keys)}: live ({s.route})" for s in prep.signals if isinstance(s, SequenceLogps) and s.route != "precompute"]
+    if not routes and not prep.signal_report.lines:
+        return "none (the method needs no frozen model)"
+    return "; ".join(prep.signal_report.lines + routes)
 
 
 def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
@@ -296,6 +297,6 @@ def summary_lines(summary: TrainSummary) -> list[str]:
         f"model: {summary.model}",
         f"trained: {summary.train_examples} examples, {summary.steps - summary.start_step} optimizer steps this run "
         f"(total {summary.steps}) in {summary.seconds:.1f}s",
-        f"reference: {summary.reference}",
+        f"signals: {summary.reference}",
         f"checkpoint: {summary.checkpoint}",
     ]
