@@ -146,10 +146,12 @@ def judged_round(settings: OnlineSettings, model: str, prompts: list[Any], round
     rows = rollouts(model, [{"prompt": prompt_json(p)} for p in prompts], params, "auto", recipe.data.template,
                     max_prompt_length=recipe.data.max_prompt_length)
     pairs = [(row["prompt"], c["text"]) for row in rows for c in row["completions"]]
+    empty = sum(1 for _, r in pairs if not r.strip())
+    pairs = [(p, r) for p, r in pairs if r.strip()]  # an empty response cannot be a training record; counted
     verdicts = judge.critique([p for p, _ in pairs], [r for _, r in pairs])
     records = [method.record_from_judgment(p, r, positive, judgment) for (p, r), (positive, judgment) in zip(pairs, verdicts)]
     positives = sum(1 for positive, _ in verdicts if positive)
-    return records, {"samples": len(pairs), "positive": positives / max(len(pairs), 1)}
+    return records, {"samples": len(pairs), "positive": positives / max(len(pairs), 1), "empty_skipped": empty}
 
 
 def run_rounds(path: str | Path, overrides: list[str] | None = None, train_round: Any = None) -> list[dict[str, Any]]:
