@@ -42,8 +42,17 @@ def _count(body: dict[str, Any], key: str, default: int, minimum: int) -> int:
     return value
 
 
+def bearer_authorized(header: str | None, api_key: str | None) -> bool:
+    """True when no key is required or `header` is `Bearer <api_key>`, compared in constant time."""
+    if not api_key:
+        return True
+    return hmac.compare_digest((header or "").encode(), f"Bearer {api_key}".encode())
+
+
 class HFServer:
     """Holds the model and answers OpenAI-style requests (transport-independent, so it is testable)."""
+
+    post_routes = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}  # path -> route given to handle()
 
     def __init__(self, generator: HFGenerator, model_name: str, api_key: str | None = None) -> None:
         self.chat = generator
@@ -60,9 +69,7 @@ class HFServer:
 
     def authorized(self, header: str | None) -> bool:
         """True when no key is required or `header` is `Bearer <key>` (constant-time comparison)."""
-        if not self.api_key:
-            return True
-        return hmac.compare_digest((header or "").encode(), f"Bearer {self.api_key}".encode())
+        return bearer_authorized(header, self.api_key)
 
     def cancel(self) -> None:
         """Stop the generation in progress and refuse new ones (server shutdown)."""
@@ -168,7 +175,11 @@ class HFServer:
 
 
 def make_http_server(server: HFServer, host: str, port: int) -> ThreadingHTTPServer:
-    """Bind an HTTP server answering with `server` (port 0 picks a free port)."""
+    """Bind an HTTP server answering with `server` (port 0 picks a free port).
+
+    `server` is an `HFServer` or any object with its interface: `authorized(header)`, `models()`,
+    `post_routes` (path -> route) and `handle(route, body)` raising `RequestError` (the judge server is one).
+    """
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -200,7 +211,7 @@ def make_http_server(server: HFServer, host: str, port: int) -> ThreadingHTTPSer
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:  # noqa: N802
-            routes = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
+            routes = server.post_routes
             if self.path not in routes:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
