@@ -3,8 +3,8 @@
 Each judge fills a prompt template (a file in `alignkit/judge/templates/`, or one you pass) and asks
 the judge model greedily, as a user chat message. Identical prompts are asked once: within a call they
 are de-duplicated, and across runs answers come from an on-disk cache (SQLite under
-`$ALIGNKIT_CACHE/judge.sqlite`) keyed by judge model identity + template + the filled prompt + the
-decoding length. Progress shows judgments/s.
+`$ALIGNKIT_CACHE/judge.sqlite`) keyed by judge model identity (`model_id`; without one nothing is cached) +
+template + the filled prompt + the decoding length. Progress shows judgments/s.
 
 Pairwise judging presents every pair in both orders (candidate as A, then as B). Agreeing orders give a
 win (1), a loss (0) or, with an MT-Bench "[[C]]" tie template, a tie (0.5) for the candidate; disagreeing
@@ -118,7 +118,8 @@ class LLMJudge:
         self.template = load_template(self.template_name, self.kind)
         self.model_id = model_id
         self.max_tokens = max_tokens
-        self.cache = JudgeCache() if cache is True else (cache or None)
+        # The cache is keyed by the judge model's identity; without one, two models would share answers.
+        self.cache = (JudgeCache() if model_id else None) if cache is True else (cache or None)
         self.batch_size = batch_size
         self.progress = progress
         self.name = f"llm-{self.kind}"

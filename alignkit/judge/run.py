@@ -101,16 +101,7 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
     load_template(template or TEMPLATES[LLM_KINDS[kind]], LLM_KINDS[kind])  # a bad template fails before the model loads
     if kind == "pairwise" and pair_rule not in PAIR_RULES:
         raise ValueError(f"pair_rule must be one of {', '.join(PAIR_RULES)}, got {pair_rule!r}")
-    from alignkit.generation.backends import load_generator
-    from alignkit.generation.rollouts import model_identity
-
-    if endpoint:
-        generator = load_generator(endpoint, "openai", api_key=api_key, **(endpoint_options or {}),
-                                   **({"model_name": model} if model else {}))
-        model_id = f"{endpoint}|{generator.model_name}"
-    else:
-        generator = load_generator(model, backend)
-        model_id = model_identity(model)
+    generator, model_id = load_judge_model(model, endpoint, backend, api_key, endpoint_options)
     cls = {"llm": ReferenceJudge, "pointwise": PointwiseJudge, "pairwise": PairwiseJudge}[kind]
     options: dict[str, Any] = {"model_id": model_id, "cache": cache}
     if max_tokens:
@@ -118,6 +109,20 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
     if kind == "pairwise":
         options["pair_rule"] = pair_rule
     return cls(generator, template, **options)
+
+
+def load_judge_model(model: str | None, endpoint: str | None = None, backend: str = "auto", api_key: str | None = None,
+                     endpoint_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The generator of an LLM judge (a local `model` folder, or the model at an OpenAI-compatible `endpoint`)
+    and the identity its answers are cached under (weight fingerprint, or endpoint + served model name)."""
+    from alignkit.generation.backends import load_generator
+    from alignkit.generation.rollouts import model_identity
+
+    if endpoint:
+        generator = load_generator(endpoint, "openai", api_key=api_key, **(endpoint_options or {}),
+                                   **({"model_name": model} if model else {}))
+        return generator, f"{endpoint}|{generator.model_name}"
+    return load_generator(model, backend), model_identity(model)
 
 
 def load_judge_rows(path: str | Path) -> tuple[list[JudgeItem], list[dict[str, Any]]]:
