@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--heldout-fraction", type=float, default=0.25)
     m.add_argument("--responses-per-prompt", type=int, default=4)
+    j = gsub.add_parser("make-judge-data", help="write SFT data for the gym's judge and critic model from the gym's train files")
+    j.add_argument("--data", default="data/gym", help="the gym data folder (reads train_judge/train_judgment, writes *_sft.jsonl)")
+    c = gsub.add_parser("eval-critic", help="ask a critic model for judgments of held-out gym responses and compare them with gold")
+    c.add_argument("--model", required=True, help="the critic model folder (e.g. data/gym/judge-s) or an endpoint URL")
+    c.add_argument("--data", default="data/gym/heldout_judgment.jsonl", help="judgment triples: instruction, output, judgment")
+    c.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="backend for a local --model")
+    c.add_argument("--limit", type=int, help="use only the first N triples")
+    c.add_argument("--out", help="write the critiques and the agreement report (JSON) here")
     _add_generation_commands(sub)
     return parser
 
@@ -375,6 +383,14 @@ def cmd_gym(args: argparse.Namespace) -> int:
             raise CliError(f"{args.model} is not a model folder (no config.json)")
         print(f"written to {ship(args.model, args.out, args.dtype)}")
         return 0
+    if args.gym_command == "make-judge-data":
+        from alignkit.judge.gym_judge import make_judge_data
+
+        for name, n in make_judge_data(args.data).items():
+            print(f"{args.data}/{name}: {n} rows")
+        return 0
+    if args.gym_command == "eval-critic":
+        return _eval_critic(args)
     if args.gym_command == "make-data":
         from alignkit.gym.make_data import make_data
 
@@ -386,6 +402,38 @@ def cmd_gym(args: argparse.Namespace) -> int:
 
     out = build_tiny_model(Path(args.out), args.size, args.seed, classifier=args.classifier)
     print(f"tiny {'classifier' if args.classifier else 'causal LM'} (size {args.size}, seed {args.seed}) written to {out}")
+    return 0
+
+
+def _eval_critic(args: argparse.Namespace) -> int:
+    from alignkit.data.loaders import iter_rows
+    from alignkit.judge.critic import Critic
+    from alignkit.judge.gym_judge import critic_agreement, format_critic_agreement
+    from alignkit.judge.run import load_judge_model
+
+    _check_model_arg("--model", args.model)
+    if not Path(args.data).exists():
+        raise CliError(f"data file {args.data} does not exist")
+    rows = []
+    for location, row in iter_rows(args.data):
+        missing = [k for k in ("instruction", "output", "judgment") if k not in row]
+        if missing:
+            raise CliError(f"{location}: missing field {missing[0]!r} (judgment triples need instruction, output, judgment)")
+        rows.append(row)
+    rows = rows[: args.limit] if args.limit else rows
+    url = args.model.startswith(("http://", "https://"))
+    generator, model_id = load_judge_model(None if url else args.model, args.model if url else None, args.backend)
+    critic = Critic(generator, model_id=model_id)
+    critiques = critic.critiques([r["instruction"] for r in rows], [r["output"] for r in rows])
+    report = critic_agreement(critiques, [r["judgment"] for r in rows])
+    print(format_critic_agreement(report))
+    if args.out:
+        from alignkit.cache import write_atomic
+
+        items = [{"instruction": r["instruction"], "output": r["output"], "gold": r["judgment"], "critique": c} for r, c in zip(rows, critiques)]
+        text = json.dumps({"model": args.model, "data": args.data, **report, "items": items}, indent=2) + "\n"
+        write_atomic(args.out, lambda fh: fh.write(text))
+        print(f"written: {args.out}")
     return 0
 
 
