@@ -128,7 +128,7 @@ def _ranking(judge: dict[str, float], human: dict[str, float], threshold: float 
     # Subsets of 6 models as in the paper; with fewer models, subsets of one model fewer (at least 3), said so.
     k = STABILITY_SUBSET if len(models) >= STABILITY_SUBSET else len(models) - 1
     if k < 3:
-        out["stability"] = {"note": f"subset stability needs at least 4 models, got {len(models)}"}
+        out["stability"] = {"note": f"needs at least 4 models, got {len(models)}"}
         return out
     try:
         out["stability"] = ag.ranking_stability(j, h, k, threshold)

@@ -27,13 +27,13 @@ from typing import Any, Sequence
 
 from alignkit.data.records import JudgeItem
 from alignkit.generation.base import GenerationError
-from alignkit.generation.hf_server import RequestError, bearer_authorized
+from alignkit.generation.hf_server import RequestError, ServedApp
 from alignkit.judge.verdict import Verdict
 
 MAX_ITEMS = 10_000  # per request; a client sends more in several requests
 
 
-class JudgeServer:
+class JudgeServer(ServedApp):
     """Answers judging requests with a judge (transport-independent, so it is testable)."""
 
     post_routes = {"/v1/judge": "judge"}
@@ -41,29 +41,12 @@ class JudgeServer:
     def __init__(self, judge: Any, api_key: str | None = None) -> None:
         from alignkit.judge.run import report_kind
 
+        super().__init__(api_key)
         self.judge = judge
         self.kind = report_kind(judge)
-        self.api_key = api_key
-        self.lock = threading.Lock()
-        self.cancelled = threading.Event()
         generator = getattr(judge, "generator", None)
         if generator is not None and hasattr(generator, "cancel_event"):  # the hf backend stops mid-generation on shutdown
             generator.cancel_event = self.cancelled
-        self._busy = 0
-        self._idle = threading.Condition()
-
-    def authorized(self, header: str | None) -> bool:
-        """True when no key is required or `header` is `Bearer <key>` (constant-time comparison)."""
-        return bearer_authorized(header, self.api_key)
-
-    def cancel(self) -> None:
-        """Stop a judgment in progress (where the backend can) and refuse new ones (shutdown)."""
-        self.cancelled.set()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no request is being answered; False if `timeout` passed first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.judge.name, "object": "judge", "kind": self.kind, "owned_by": "alignkit"}]}
@@ -76,21 +59,11 @@ class JudgeServer:
         if len(rows) > MAX_ITEMS:
             raise RequestError(400, f"{len(rows)} items in one request; send at most {MAX_ITEMS} per request")
         items = [_item(i, row) for i, row in enumerate(rows)]
-        if self.cancelled.is_set():
-            raise RequestError(503, "the server is shutting down", "service_unavailable")
-        with self._idle:
-            self._busy += 1
-        try:
-            with self.lock:
+        with self.answering(), self.lock:
+            try:
                 verdicts = self.judge.judge(items) if items else []
-        except GenerationError as exc:
-            raise RequestError(503, str(exc), "service_unavailable") from None
-        except ValueError as exc:  # an item the judge cannot judge (e.g. no reference for a reference judge)
-            raise RequestError(400, str(exc)) from None
-        finally:
-            with self._idle:
-                self._busy -= 1
-                self._idle.notify_all()
+            except ValueError as exc:  # an item the judge cannot judge (e.g. no reference for a reference judge)
+                raise RequestError(400, str(exc)) from None
         return {"judge": self.judge.name, "kind": self.kind, "n": len(verdicts), "unparsed": sum(not v.parsed for v in verdicts),
                 "verdicts": [v.to_dict() for v in verdicts]}
 
