@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--heldout-fraction", type=float, default=0.25)
     m.add_argument("--responses-per-prompt", type=int, default=4)
+    j = gsub.add_parser("make-judge-data", help="write SFT data for the gym's judge and critic model from the gym's train files")
+    j.add_argument("--data", default="data/gym", help="the gym data folder (reads train_judge/train_judgment, writes *_sft.jsonl)")
+    c = gsub.add_parser("eval-critic", help="ask a critic model for judgments of held-out gym responses and compare them with gold")
+    c.add_argument("--model", required=True, help="the critic model folder (e.g. data/gym/judge-s) or an endpoint URL")
+    c.add_argument("--data", default="data/gym/heldout_judgment.jsonl", help="judgment triples: instruction, output, judgment")
+    c.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="backend for a local --model")
+    c.add_argument("--limit", type=int, help="use only the first N triples")
+    c.add_argument("--out", help="write the critiques and the agreement report (JSON) here")
     _add_generation_commands(sub)
     _add_paligner_commands(sub)
     return parser
@@ -130,13 +138,27 @@ def _add_sampling(p: argparse.ArgumentParser, n_default: int) -> None:
     _add_endpoint_options(p)
 
 
-def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api-key", default=None,
+def _add_endpoint_options(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
+    p.add_argument(key_flag, dest="api_key", default=None,
                    help="API key for an endpoint URL (OPENAI_API_KEY is used for https://api.openai.com only)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each endpoint request (default 120)")
     p.add_argument("--retries", type=int, default=2, help="retries of a timed-out or failed endpoint request (default 2)")
     p.add_argument("--allow-plain-http-key", action="store_true",
                    help="send --api-key over plain http to a host other than this machine (trusted networks only)")
+
+
+def _add_judge_model_options(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
+    p.add_argument("--model", help="judge model folder (hf/vllm), reward model folder, or the model name at --endpoint")
+    p.add_argument("--endpoint", help="OpenAI-compatible URL of the judge model (e.g. from `alignkit serve`), or for "
+                                      "--judge remote an `alignkit judge-serve` URL")
+    _add_endpoint_options(p, key_flag)
+    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="backend for a local --model")
+    p.add_argument("--template", help="built-in template name or a template file (see docs/judge.md); checked before the model loads")
+    p.add_argument("--max-tokens", type=int, help="judge decoding length (default 32; 8 pairwise; 256 for <evaluation>-tag templates)")
+    p.add_argument("--pair-rule", default="both", choices=["both", "average"],
+                   help="pairwise: both = a win or loss only when both orders agree, otherwise a tie (default; MT-Bench); "
+                        "average = the mean of the two orders")
+    p.add_argument("--no-cache", action="store_true", help="ask the judge model again instead of reusing cached answers")
 
 
 def _add_generation_commands(sub) -> None:
@@ -165,20 +187,32 @@ def _add_generation_commands(sub) -> None:
     p = sub.add_parser("judge", help="judge answers (LLM, lexical, reward model) and report agreement with human labels")
     p.add_argument("--data", required=True, help="judge items: question, answer, reference, model, human_label (JSONL/JSON/CSV/Parquet)")
     p.add_argument("--judge", required=True, choices=["llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact",
-                                                      "reward", "reward-pairwise", "field"],
-                   help="llm = reference-based correct/incorrect; pairwise compares `answer` with `reference` in both orders")
-    p.add_argument("--model", help="judge model folder (hf/vllm), reward model folder, or the model name at --endpoint")
-    p.add_argument("--endpoint", help="OpenAI-compatible URL of the judge model (e.g. from `alignkit serve`)")
-    _add_endpoint_options(p)
-    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="backend for a local --model")
-    p.add_argument("--template", help="built-in template name or a template file (see docs/judge.md)")
+                                                      "reward", "reward-pairwise", "field", "remote"],
+                   help="llm = reference-based correct/incorrect; pairwise compares `answer` with `reference` in both orders; "
+                        "remote = a judge served by `alignkit judge-serve` at --endpoint")
+    _add_judge_model_options(p)
     p.add_argument("--field", help="for --judge field: the column with the labels to evaluate")
+    p.add_argument("--low-confidence", default="separate", choices=["separate", "fold"],
+                   help="hedged verdicts ('maybe correct'): separate = no verdict, like an unparsed one (default; the official "
+                        "Judging the Judges code codes both 0); fold = count the hedged label")
+    p.add_argument("--unparsed", default="incorrect", choices=["incorrect", "exclude"],
+                   help="judge accuracy with no-verdict items counted as 'incorrect' (default; the official convention) or left "
+                        "out; both are reported, this picks the headline")
     p.add_argument("--human-labels", default="human_label", help="column with the human labels ('none' for no comparison)")
     p.add_argument("--group-by", default="model", help="column naming the evaluated model (per-model scores, ranking)")
-    p.add_argument("--max-tokens", type=int, help="judge decoding length (default 32; 256 for <evaluation>-tag templates)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
-    p.add_argument("--no-cache", action="store_true", help="ask the judge model again instead of reusing cached answers")
     p.add_argument("--out", default="runs/judge", help="output folder")
+    p = sub.add_parser("judge-serve", help="serve a judge over HTTP (POST /v1/judge) for training loops on other machines")
+    p.add_argument("--judge", required=True, choices=["llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact",
+                                                      "reward", "reward-pairwise"], help="the judge to serve (as for `alignkit judge`)")
+    _add_judge_model_options(p, key_flag="--endpoint-api-key")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--api-key", dest="serve_api_key", default=os.environ.get("ALIGNKIT_API_KEY"),
+                   help="require this bearer token from clients (default: $ALIGNKIT_API_KEY); --endpoint-api-key is the key "
+                        "for the judge model's --endpoint")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve on a non-loopback --host without --api-key (anyone who reaches the port can use it)")
     p = sub.add_parser("bon", help="best-of-N (or --worst worst-of-N) selection per prompt")
     _add_sampling(p, n_default=8)
     p.add_argument("--scorer", default="reward-model", choices=["reward-model", "judge", "gold"])
@@ -194,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
                    "paligner": cmd_paligner, "rewrite": cmd_rewrite,
-                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge}
+                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge, "judge-serve": cmd_judge_serve}
         return handler[args.command](args)
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
@@ -411,6 +445,14 @@ def cmd_gym(args: argparse.Namespace) -> int:
             raise CliError(f"{args.model} is not a model folder (no config.json)")
         print(f"written to {ship(args.model, args.out, args.dtype)}")
         return 0
+    if args.gym_command == "make-judge-data":
+        from alignkit.judge.gym_judge import make_judge_data
+
+        for name, n in make_judge_data(args.data).items():
+            print(f"{args.data}/{name}: {n} rows")
+        return 0
+    if args.gym_command == "eval-critic":
+        return _eval_critic(args)
     if args.gym_command == "make-data":
         from alignkit.gym.make_data import make_data
 
@@ -422,6 +464,38 @@ def cmd_gym(args: argparse.Namespace) -> int:
 
     out = build_tiny_model(Path(args.out), args.size, args.seed, classifier=args.classifier)
     print(f"tiny {'classifier' if args.classifier else 'causal LM'} (size {args.size}, seed {args.seed}) written to {out}")
+    return 0
+
+
+def _eval_critic(args: argparse.Namespace) -> int:
+    from alignkit.data.loaders import iter_rows
+    from alignkit.judge.critic import Critic
+    from alignkit.judge.gym_judge import critic_agreement, format_critic_agreement
+    from alignkit.judge.run import load_judge_model
+
+    _check_model_arg("--model", args.model)
+    if not Path(args.data).exists():
+        raise CliError(f"data file {args.data} does not exist")
+    rows = []
+    for location, row in iter_rows(args.data):
+        missing = [k for k in ("instruction", "output", "judgment") if k not in row]
+        if missing:
+            raise CliError(f"{location}: missing field {missing[0]!r} (judgment triples need instruction, output, judgment)")
+        rows.append(row)
+    rows = rows[: args.limit] if args.limit else rows
+    url = args.model.startswith(("http://", "https://"))
+    generator, model_id = load_judge_model(None if url else args.model, args.model if url else None, args.backend)
+    critic = Critic(generator, model_id=model_id)
+    critiques = critic.critiques([r["instruction"] for r in rows], [r["output"] for r in rows])
+    report = critic_agreement(critiques, [r["judgment"] for r in rows])
+    print(format_critic_agreement(report))
+    if args.out:
+        from alignkit.cache import write_atomic
+
+        items = [{"instruction": r["instruction"], "output": r["output"], "gold": r["judgment"], "critique": c} for r, c in zip(rows, critiques)]
+        text = json.dumps({"model": args.model, "data": args.data, **report, "items": items}, indent=2) + "\n"
+        write_atomic(args.out, lambda fh: fh.write(text))
+        print(f"written: {args.out}")
     return 0
 
 
@@ -560,19 +634,31 @@ def cmd_bon(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_judge(args: argparse.Namespace) -> int:
-    from alignkit.judge.run import make_judge, run_judge
+def _make_judge(args: argparse.Namespace):
+    """The judge the command line names; a bad option or template fails here, before any model loads."""
+    from alignkit.judge.run import make_judge
 
-    if not Path(args.data).exists():
-        raise CliError(f"data file {args.data} does not exist")
-    human = None if args.human_labels.lower() == "none" else args.human_labels
     if not args.endpoint:
         _check_model_arg("--model", args.model)
     options = _endpoint_options(args)
     try:
-        judge = make_judge(args.judge, args.model, args.endpoint, args.template, args.backend, args.field, options.pop("api_key"),
-                           cache=not args.no_cache, max_tokens=args.max_tokens, endpoint_options=options)
-        report = run_judge(args.data, judge, args.out, human, args.group_by or None, args.bootstrap)
+        return make_judge(args.judge, args.model, args.endpoint, args.template, args.backend, getattr(args, "field", None),
+                          options.pop("api_key"), cache=not args.no_cache, max_tokens=args.max_tokens, endpoint_options=options,
+                          pair_rule=args.pair_rule)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from alignkit.judge.run import run_judge
+
+    if not Path(args.data).exists():
+        raise CliError(f"data file {args.data} does not exist")
+    human = None if args.human_labels.lower() == "none" else args.human_labels
+    judge = _make_judge(args)
+    try:
+        report = run_judge(args.data, judge, args.out, human, args.group_by or None, args.bootstrap,
+                           low_confidence=args.low_confidence, unparsed=args.unparsed)
     except ValueError as err:
         from alignkit.config import RecipeError
         from alignkit.data.loaders import DataError
@@ -652,6 +738,17 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     write_jsonl(args.out, out)
     print(f"{len(rows)} prompts rewritten into {args.out}; {fallbacks} kept their raw form (no optimized-prompt markers)")
     return 0
+
+
+def cmd_judge_serve(args: argparse.Namespace) -> int:
+    from alignkit.generation.serve import check_bind
+    from alignkit.judge.server import serve_judge
+
+    try:
+        check_bind(args.host, args.serve_api_key, args.allow_unauthenticated)  # before the judge model loads
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    return serve_judge(_make_judge(args), args.host, args.port, args.serve_api_key, args.allow_unauthenticated)
 
 
 if __name__ == "__main__":  # `python -m alignkit.cli` (after every command function is defined)

@@ -3,7 +3,6 @@ reward, resume equal to an uninterrupted run, the exporters, the rewrite parser,
 
 import json
 import math
-import random
 
 import pytest
 

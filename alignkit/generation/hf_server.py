@@ -18,8 +18,9 @@ import json
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
 
 from alignkit.generation.base import GenerationError, SamplingParams
 from alignkit.generation.hf import HFGenerator
@@ -42,27 +43,27 @@ def _count(body: dict[str, Any], key: str, default: int, minimum: int) -> int:
     return value
 
 
-class HFServer:
-    """Holds the model and answers OpenAI-style requests (transport-independent, so it is testable)."""
+def bearer_authorized(header: str | None, api_key: str | None) -> bool:
+    """True when no key is required or `header` is `Bearer <api_key>`, compared in constant time."""
+    if not api_key:
+        return True
+    return hmac.compare_digest((header or "").encode(), f"Bearer {api_key}".encode())
 
-    def __init__(self, generator: HFGenerator, model_name: str, api_key: str | None = None) -> None:
-        self.chat = generator
-        self.raw = HFGenerator(generator.model, generator.tokenizer, template="raw", batch_size=generator.batch_size)
-        self.model_name = model_name
+
+class ServedApp:
+    """What `make_http_server` and `serve.serve_app` need from an app besides its routes: the bearer-key check,
+    and a clean shutdown (refuse new requests, stop a generation in progress, wait for running ones)."""
+
+    def __init__(self, api_key: str | None = None) -> None:
         self.api_key = api_key
-        self.lock = threading.Lock()
-        self.cancelled = threading.Event()
-        self.chat.cancel_event = self.raw.cancel_event = self.cancelled
-        config = generator.model.config
-        self.context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.lock = threading.Lock()  # one model: one request at a time
+        self.cancelled = threading.Event()  # set by cancel(); generators given it stop mid-generation
         self._busy = 0
         self._idle = threading.Condition()
 
     def authorized(self, header: str | None) -> bool:
         """True when no key is required or `header` is `Bearer <key>` (constant-time comparison)."""
-        if not self.api_key:
-            return True
-        return hmac.compare_digest((header or "").encode(), f"Bearer {self.api_key}".encode())
+        return bearer_authorized(header, self.api_key)
 
     def cancel(self) -> None:
         """Stop the generation in progress and refuse new ones (server shutdown)."""
@@ -73,6 +74,37 @@ class HFServer:
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a request as running; 503 once the server is shutting down, and for a cancelled generation."""
+        if self.cancelled.is_set():
+            raise RequestError(503, "the server is shutting down", "service_unavailable")
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        except GenerationError as exc:
+            raise RequestError(503, str(exc), "service_unavailable") from None
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+
+class HFServer(ServedApp):
+    """Holds the model and answers OpenAI-style requests (transport-independent, so it is testable)."""
+
+    post_routes = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}  # path -> route given to handle()
+
+    def __init__(self, generator: HFGenerator, model_name: str, api_key: str | None = None) -> None:
+        super().__init__(api_key)
+        self.chat = generator
+        self.raw = HFGenerator(generator.model, generator.tokenizer, template="raw", batch_size=generator.batch_size)
+        self.model_name = model_name
+        self.chat.cancel_event = self.raw.cancel_event = self.cancelled
+        config = generator.model.config
+        self.context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
     def handle(self, route: str, body: Any) -> dict[str, Any]:
         """Validate a request body and answer it (raises `RequestError` with the status to send)."""
         if not isinstance(body, dict):
@@ -82,18 +114,8 @@ class HFServer:
         model = body.get("model")
         if model is not None and model != self.model_name:
             raise RequestError(404, f"The model `{model}` does not exist.", "NotFoundError")
-        if self.cancelled.is_set():
-            raise RequestError(503, "the server is shutting down", "service_unavailable")
-        with self._idle:
-            self._busy += 1
-        try:
+        with self.answering():
             return self.completions(body) if route == "completions" else self.chat_completions(body)
-        except GenerationError as exc:
-            raise RequestError(503, str(exc), "service_unavailable") from None
-        finally:
-            with self._idle:
-                self._busy -= 1
-                self._idle.notify_all()
 
     def _check_length(self, generator: HFGenerator, prompts: list[Any], max_tokens: int) -> None:
         if not self.context:
@@ -169,7 +191,11 @@ class HFServer:
 
 
 def make_http_server(server: HFServer, host: str, port: int) -> ThreadingHTTPServer:
-    """Bind an HTTP server answering with `server` (port 0 picks a free port)."""
+    """Bind an HTTP server answering with `server` (port 0 picks a free port).
+
+    `server` is an `HFServer` or another `ServedApp` with `models()`, `post_routes` (path -> route) and
+    `handle(route, body)` raising `RequestError` (the judge server is one).
+    """
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -201,7 +227,7 @@ def make_http_server(server: HFServer, host: str, port: int) -> ThreadingHTTPSer
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:  # noqa: N802
-            routes = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
+            routes = server.post_routes
             if self.path not in routes:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return

@@ -93,6 +93,35 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
+def serve_app(app, host: str, port: int, api_key: str | None, banner: str, stop: threading.Event | None = None,
+              shutdown_grace: float = 30.0) -> int:
+    """Answer HTTP requests with `app` (an `HFServer`, or the judge server: see `hf_server.make_http_server`)
+    until SIGINT/SIGTERM or `stop` is set; print `banner` (its "{url}" filled) once healthy; return the exit code (0)."""
+    from alignkit.generation.hf_server import make_http_server
+
+    if stop is None:
+        stop = threading.Event()
+        _stop_on_signals(stop)
+    httpd = make_http_server(app, host, port)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://{host}:{httpd.server_address[1]}"  # the bound port, also when `port` is 0
+    wait_for_health(url, 30)
+    if not api_key:
+        _warn_unauthenticated(host, port)
+    print(banner.replace("{url}", url), flush=True)
+    stop.wait()
+    # Stop a generation in progress and let its handler answer (503) before the interpreter exits:
+    # exiting under a thread that is inside torch aborted the process (exit 134) instead of exiting 0.
+    app.cancel()
+    httpd.shutdown()
+    if not app.wait_idle(shutdown_grace):
+        print(f"a request was still running {shutdown_grace:.0f} s after the stop signal", file=sys.stderr, flush=True)
+    httpd.server_close()
+    print("server stopped", flush=True)
+    return 0
+
+
 def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           lora_modules: Sequence[str] = (), served_name: str | None = None, extra_args: Sequence[str] = (),
           startup_timeout: float = 900.0, allow_unauthenticated: bool = False, shutdown_grace: float = 30.0) -> int:
@@ -110,28 +139,12 @@ def serve(model: str, backend: str = "vllm", host: str = "127.0.0.1", port: int 
     _stop_on_signals(stop)
     if backend == "hf":
         from alignkit.generation.hf import HFGenerator
-        from alignkit.generation.hf_server import HFServer, make_http_server
+        from alignkit.generation.hf_server import HFServer
 
         if lora_modules or extra_args:
             raise ValueError("--lora-modules and extra vLLM arguments need --backend vllm")
         hf_server = HFServer(HFGenerator.from_pretrained(path), name, api_key)
-        httpd = make_http_server(hf_server, host, port)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        wait_for_health(url, 30)
-        if not api_key:
-            _warn_unauthenticated(host, port)
-        print(f"serving {name} (backend hf) at {url}/v1", flush=True)
-        stop.wait()
-        # Stop a generation in progress and let its handler answer (503) before the interpreter exits:
-        # exiting under a thread that is inside torch aborted the process (exit 134) instead of exiting 0.
-        hf_server.cancel()
-        httpd.shutdown()
-        if not hf_server.wait_idle(shutdown_grace):
-            print(f"a request was still running {shutdown_grace:.0f} s after the stop signal", file=sys.stderr, flush=True)
-        httpd.server_close()
-        print("server stopped", flush=True)
-        return 0
+        return serve_app(hf_server, host, port, api_key, f"serving {name} (backend hf) at {{url}}/v1", stop, shutdown_grace)
     if backend != "vllm":
         raise ValueError(f"unknown serve backend {backend!r}; known: vllm, hf")
     from alignkit.generation.vllm_engine import vllm_available

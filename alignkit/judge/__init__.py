@@ -7,21 +7,23 @@ See docs/judge.md.
 """
 
 from alignkit.judge.agreement import (
-    bootstrap_ci, cohen_kappa, confusion_matrix, fleiss_kappa, krippendorff_alpha, leniency, percent_agreement,
-    ranking_correlation, scott_pi, sensitivity_specificity,
+    bootstrap_ci, cohen_kappa, confusion_matrix, fleiss_kappa, gwet_ac1, krippendorff_alpha, leniency, percent_agreement,
+    ranking_correlation, ranking_stability, scott_pi, sensitivity_specificity,
 )
+from alignkit.judge.critic import Critic, critique
 from alignkit.judge.lexical import LexicalJudge, normalize_answer
 from alignkit.judge.llm import PairwiseJudge, PointwiseJudge, ReferenceJudge, builtin_templates, load_template
 from alignkit.judge.report import binary_report, pairwise_report, score_report, to_markdown
 from alignkit.judge.run import FieldJudge, load_judge_rows, make_judge, run_judge
-from alignkit.judge.verdict import Verdict, parse_binary, parse_choice, parse_rating, parse_tagged_binary
+from alignkit.judge.server import JudgeServer, RemoteJudge, serve_judge
+from alignkit.judge.verdict import Verdict, parse_binary, parse_bracketed_choice, parse_choice, parse_rating, parse_tagged_binary
 from alignkit.judge.winrate import alpaca_win_rate, length_controlled_win_rate, pairwise_win_rate
 
 __all__ = [
-    "FieldJudge", "LexicalJudge", "PairwiseJudge", "PointwiseJudge", "ReferenceJudge", "Verdict", "alpaca_win_rate",
-    "binary_report", "bootstrap_ci", "builtin_templates", "cohen_kappa", "confusion_matrix", "fleiss_kappa",
-    "krippendorff_alpha", "length_controlled_win_rate", "leniency", "load_judge_rows", "load_template", "make_judge",
-    "normalize_answer", "pairwise_report", "pairwise_win_rate", "parse_binary", "parse_choice", "parse_rating",
-    "parse_tagged_binary", "percent_agreement", "ranking_correlation", "run_judge", "score_report", "scott_pi",
-    "sensitivity_specificity", "to_markdown",
+    "Critic", "FieldJudge", "JudgeServer", "LexicalJudge", "PairwiseJudge", "PointwiseJudge", "ReferenceJudge", "RemoteJudge",
+    "Verdict", "alpaca_win_rate", "binary_report", "bootstrap_ci", "builtin_templates", "cohen_kappa", "confusion_matrix",
+    "critique", "fleiss_kappa", "gwet_ac1", "krippendorff_alpha", "length_controlled_win_rate", "leniency", "load_judge_rows",
+    "load_template", "make_judge", "normalize_answer", "pairwise_report", "pairwise_win_rate", "parse_binary",
+    "parse_bracketed_choice", "parse_choice", "parse_rating", "parse_tagged_binary", "percent_agreement", "ranking_correlation",
+    "ranking_stability", "run_judge", "score_report", "scott_pi", "sensitivity_specificity", "serve_judge", "to_markdown",
 ]

@@ -7,8 +7,10 @@ allowed, and statistics that are undefined (e.g. κ when both raters use one ide
 chance agreement is 1) raise `ValueError` with the reason.
 
 Definitions follow "Judging the Judges" (spec §2.4): Cohen's κ uses the separate marginals of the
-two raters; Scott's π pools them (= Fleiss' κ with 2 raters); leniency is P_c = TPR + TNR − 1
-(Youden's J) and P₊ = FPR / (1 − P_c).
+two raters; Scott's π pools them (= Fleiss' κ with 2 raters); Gwet's AC1 pools them too but spreads
+chance over the categories (matched to irrCAC); leniency is P_c = TPR + TNR − 1 (Youden's J) and
+P₊ = FPR / (1 − P_c); the ranking of evaluated models is compared by Spearman ρ / Kendall τ, and its
+stability over every subset of 6 models (spec §2.4, appendix L).
 """
 
 from __future__ import annotations
@@ -95,6 +97,47 @@ def scott_pi(a: Any, b: Any) -> float:
     if p_e == 1:
         raise ValueError("Scott's pi is undefined: both raters used one and the same label for every item")
     return float((p_o - p_e) / (1 - p_e))
+
+
+def gwet_ac1(a: Any, b: Any, categories: Sequence[Any] | None = None) -> float:
+    """Gwet's AC1 of two raters on nominal labels: chance agreement from the pooled marginals, spread over categories.
+
+    AC1 = (p_a − p_e) / (1 − p_e), with p_a the share of agreeing items and
+    p_e = Σ_k π_k (1 − π_k) / (q − 1), where π_k is the share of all 2N ratings in category k and q the
+    number of categories. Unlike κ and π it stays near p_a when one category dominates (the "κ paradox").
+
+    Parameters
+    ----------
+    a, b : array-like of shape (n_items,)
+        Labels of the two raters (strings, booleans or numbers compared as categories).
+    categories : sequence, optional
+        The category set. q counts unused categories too, so pass it when a label set is fixed (e.g.
+        correct / incorrect / no verdict) and a sample may not use all of them; default: the labels seen.
+
+    Returns
+    -------
+    float
+        AC1, in [−1, 1].
+
+    Raises
+    ------
+    ValueError
+        Empty or mismatched inputs, a label outside `categories`, or fewer than 2 categories (AC1 undefined).
+
+    Examples
+    --------
+    >>> round(gwet_ac1(["c", "c", "i", "c", "i", "c"], ["c", "i", "i", "c", "c", "c"]), 6)  # p_a = 2/3, p_e = 4/9
+    0.4
+    """
+    m, cats = confusion_matrix(a, b, categories)
+    q = len(cats)
+    if q < 2:
+        raise ValueError("Gwet's AC1 is undefined with fewer than 2 categories; pass the label set as `categories`")
+    n = m.sum()
+    p_a = np.trace(m) / n
+    pooled = (m.sum(0) + m.sum(1)) / (2 * n)
+    p_e = float((pooled * (1 - pooled)).sum() / (q - 1))
+    return float((p_a - p_e) / (1 - p_e))
 
 
 def fleiss_kappa(ratings: Any) -> float:
@@ -228,3 +271,64 @@ def ranking_correlation(judge_scores: Any, human_scores: Any) -> dict[str, float
     if np.ptp(j) == 0 or np.ptp(h) == 0:
         raise ValueError("rank correlation is undefined when all models get the same score")
     return {"spearman": float(stats.spearmanr(j, h).statistic), "kendall": float(stats.kendalltau(j, h).statistic)}
+
+
+def ranking_stability(judge_scores: Any, human_scores: Any, subset_size: int = 6, threshold: float = 0.9) -> dict[str, Any]:
+    """Stability of the judge-vs-human ranking correlation over every subset of `subset_size` models.
+
+    Judging the Judges (appendix L) samples 6 of its 9 exam-takers 5 times and reports the mean Spearman ρ
+    and its σ; this enumerates all C(n, k) subsets instead, so the result is deterministic.
+
+    Parameters
+    ----------
+    judge_scores, human_scores : array-like of shape (n_models,)
+        The score of each evaluated model by the judge and by humans (e.g. assigned accuracy).
+    subset_size : int, default 6
+        Models per subset (k); at least 3 and at most n.
+    threshold : float, default 0.9
+        `share_above` counts subsets whose correlation is at least this.
+
+    Returns
+    -------
+    dict
+        `subset_size`, `n_models`, `n_subsets` (defined ones), `n_undefined` (subsets where a correlation
+        is undefined because all its models tie), and for "spearman" and "kendall" each: `mean`, `std`
+        (population), `min`, `max`, `share_above`; `threshold`.
+
+    Raises
+    ------
+    ValueError
+        Unequal or too short score lists, `subset_size` outside [3, n], or no subset with a defined correlation.
+
+    Examples
+    --------
+    >>> ranking_stability([1, 2, 3, 4], [1, 2, 3, 4], subset_size=3)["spearman"]["min"]
+    1.0
+    """
+    from itertools import combinations
+
+    j, h = np.asarray(judge_scores, dtype=float), np.asarray(human_scores, dtype=float)
+    if len(j) != len(h):
+        raise ValueError(f"need one judge and one human score per model, got {len(j)} and {len(h)}")
+    if not 3 <= subset_size <= len(j):
+        raise ValueError(f"subset_size must be between 3 and the number of models ({len(j)}), got {subset_size}")
+    values: dict[str, list[float]] = {"spearman": [], "kendall": []}
+    undefined = 0
+    for subset in combinations(range(len(j)), subset_size):
+        idx = list(subset)
+        try:
+            corr = ranking_correlation(j[idx], h[idx])
+        except ValueError:
+            undefined += 1
+            continue
+        for name in values:
+            values[name].append(corr[name])
+    if not values["spearman"]:
+        raise ValueError(f"the rank correlation is undefined on every subset of {subset_size} models")
+    out: dict[str, Any] = {"subset_size": subset_size, "n_models": len(j), "n_subsets": len(values["spearman"]),
+                           "n_undefined": undefined, "threshold": threshold}
+    for name, v in values.items():
+        arr = np.asarray(v)
+        out[name] = {"mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()), "max": float(arr.max()),
+                     "share_above": float((arr >= threshold).mean())}
+    return out

@@ -3,12 +3,13 @@
 Each judge fills a prompt template (a file in `alignkit/judge/templates/`, or one you pass) and asks
 the judge model greedily, as a user chat message. Identical prompts are asked once: within a call they
 are de-duplicated, and across runs answers come from an on-disk cache (SQLite under
-`$ALIGNKIT_CACHE/judge.sqlite`) keyed by judge model identity + template + the filled prompt + the
-decoding length. Progress shows judgments/s.
+`$ALIGNKIT_CACHE/judge.sqlite`) keyed by judge model identity (`model_id`; without one nothing is cached) +
+template + the filled prompt + the decoding length. Progress shows judgments/s.
 
 Pairwise judging presents every pair in both orders (candidate as A, then as B). Agreeing orders give a
-win (1) or a loss (0) for the candidate; disagreeing orders are a tie (0.5) with status `inconsistent`,
-which the report counts: a judge that always says "A" produces only ties.
+win (1), a loss (0) or, with an MT-Bench "[[C]]" tie template, a tie (0.5) for the candidate; disagreeing
+orders are a tie (0.5) with status `inconsistent` (or their mean, `pair_rule="average"`), which the report
+counts: a judge that always says "A" produces only ties.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from alignkit.data.records import JudgeItem
 from alignkit.generation.base import Generator, SamplingParams
-from alignkit.judge.verdict import Verdict, parse_binary, parse_choice, parse_rating, parse_tagged_binary
+from alignkit.judge.verdict import Verdict, parse_binary, parse_bracketed_choice, parse_choice, parse_rating, parse_tagged_binary
 
 TEMPLATES = {
     "reference": "reference_guidelines_examples",
     "pointwise": "pointwise_rubric",
     "pairwise": "pairwise",
+    "critic": "critic",
 }
 REQUIRED_FIELDS = {"reference": ("question", "references", "response"), "pointwise": ("question", "response"),
-                   "pairwise": ("question", "response_a", "response_b")}
+                   "pairwise": ("question", "response_a", "response_b"), "critic": ("question", "response")}
 
 
 def builtin_templates() -> list[str]:
@@ -39,8 +41,17 @@ def builtin_templates() -> list[str]:
     return sorted(p.name[:-4] for p in resources.files("alignkit.judge.templates").iterdir() if p.name.endswith(".txt"))
 
 
+OPTIONAL_FIELDS = {"pointwise": ("reference",)}
+
+
 def load_template(name_or_path: str, kind: str) -> str:
-    """A template by built-in name (see `builtin_templates`) or file path; checks its placeholders."""
+    """A template by built-in name (see `builtin_templates`) or file path; checks its placeholders.
+
+    Raises ValueError naming the template and each required placeholder it lacks, or a placeholder it
+    has that the judge does not fill (a literal brace in a pasted protocol text must be doubled: "{{").
+    """
+    import string
+
     path = Path(name_or_path)
     if path.is_file():
         text = path.read_text(encoding="utf-8")
@@ -48,9 +59,21 @@ def load_template(name_or_path: str, kind: str) -> str:
         text = resources.files("alignkit.judge.templates").joinpath(f"{name_or_path}.txt").read_text(encoding="utf-8")
     else:
         raise ValueError(f"judge template {name_or_path!r} is neither a file nor a built-in ({', '.join(builtin_templates())})")
-    missing = [f for f in REQUIRED_FIELDS[kind] if "{" + f + "}" not in text]
+    known = REQUIRED_FIELDS[kind] + OPTIONAL_FIELDS.get(kind, ())
+    try:
+        used = [name for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+    except ValueError as err:  # a lone "{" or "}"
+        raise ValueError(f"judge template {name_or_path}: {err}; write a literal brace as {{{{ or }}}}") from None
+    missing = [f for f in REQUIRED_FIELDS[kind] if f not in used]
     if missing:
-        raise ValueError(f"a {kind} judge template needs the placeholders {', '.join('{' + f + '}' for f in missing)}")
+        raise ValueError(f"judge template {name_or_path}: a {kind} judge template needs the placeholder"
+                         f"{'s' if len(missing) > 1 else ''} {', '.join('{' + f + '}' for f in missing)}"
+                         f" (it has {', '.join('{' + f + '}' for f in dict.fromkeys(used)) or 'none'})")
+    unknown = [f for f in dict.fromkeys(used) if f not in known]
+    if unknown:
+        raise ValueError(f"judge template {name_or_path}: unknown placeholder {', '.join('{' + f + '}' for f in unknown)}; a {kind} "
+                         f"judge fills {', '.join('{' + f + '}' for f in known)}. Rename it, or double the braces ({{{{...}}}}) "
+                         f"if it is literal text")
     return text
 
 
@@ -95,7 +118,8 @@ class LLMJudge:
         self.template = load_template(self.template_name, self.kind)
         self.model_id = model_id
         self.max_tokens = max_tokens
-        self.cache = JudgeCache() if cache is True else (cache or None)
+        # The cache is keyed by the judge model's identity; without one, two models would share answers.
+        self.cache = (JudgeCache() if model_id else None) if cache is True else (cache or None)
         self.batch_size = batch_size
         self.progress = progress
         self.name = f"llm-{self.kind}"
@@ -139,6 +163,11 @@ def _references_text(item: JudgeItem) -> str:
     return refs if isinstance(refs, str) else "\n".join(refs)
 
 
+def reference_prompt(template: str, item: JudgeItem) -> str:
+    """The prompt a reference judge sends for `item`: the template text filled with its question, references and answer."""
+    return template.format(question=item.question, references=_references_text(item), response=item.answer)
+
+
 class ReferenceJudge(LLMJudge):
     """Correct/incorrect against reference answer(s) (Judging the Judges). The default template is the
     paper's final one, guidelines with examples; a template asking for <evaluation> tags is parsed from
@@ -153,7 +182,7 @@ class ReferenceJudge(LLMJudge):
             self.max_tokens = 256
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        prompts = [self.fill(question=it.question, references=_references_text(it), response=it.answer) for it in items]
+        prompts = [reference_prompt(self.template, it) for it in items]
         parse = parse_tagged_binary if self.tagged else parse_binary
         return [parse(out) for out in self.ask(prompts)]
 
@@ -174,17 +203,32 @@ class PointwiseJudge(LLMJudge):
         return [parse_rating(out, *self.scale) for out in self.ask(prompts)]
 
 
+PAIR_RULES = ("both", "average")
+_CANDIDATE_SCORE = ({"A": 1.0, "B": 0.0, "C": 0.5}, {"A": 0.0, "B": 1.0, "C": 0.5})  # candidate shown first, second
+
+
 class PairwiseJudge(LLMJudge):
     """The item's `answer` (candidate) against its `reference` (the baseline's output), in both orders.
 
-    Value: 1 if the candidate wins in both orders, 0 if the baseline does, 0.5 (status `inconsistent`)
-    when the orders disagree; unparsed if either order's answer is not "A"/"B".
+    A template with "[[C]]" in it asks for MT-Bench's verdicts, "[[A]]", "[[B]]" or "[[C]]" for a tie
+    (`parse_bracketed_choice`; e.g. the built-in `pairwise_tie`); any other asks for "A" or "B"
+    (`parse_choice`). Each order gives the candidate 1 (win), 0.5 (tie) or 0 (loss); `pair_rule` combines them:
+    - "both" (default; MT-Bench's `play_a_match_pair` and show_result): a win (1) or loss (0) only when both
+      orders say so, a tie (0.5) when both say tie, otherwise a tie with status `inconsistent`;
+    - "average": the mean of the two orders (Arena-Hard's scoring), e.g. a win and a tie give 0.75; orders
+      that differ still have status `inconsistent`.
+    Unparsed if either order's answer is not a verdict.
     """
 
     kind = "pairwise"
 
-    def __init__(self, generator: Generator, template: str | None = None, max_tokens: int = 8, **options: Any) -> None:
+    def __init__(self, generator: Generator, template: str | None = None, max_tokens: int = 8, pair_rule: str = "both",
+                 **options: Any) -> None:
+        if pair_rule not in PAIR_RULES:
+            raise ValueError(f"pair_rule must be one of {', '.join(PAIR_RULES)}, got {pair_rule!r}")
         super().__init__(generator, template, max_tokens=max_tokens, **options)
+        self.pair_rule = pair_rule
+        self.ties = "[[C]]" in self.template
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         prompts = []
@@ -194,16 +238,21 @@ class PairwiseJudge(LLMJudge):
             prompts.append(self.fill(question=it.question, response_a=it.answer, response_b=it.reference))
             prompts.append(self.fill(question=it.question, response_a=it.reference, response_b=it.answer))
         outs = self.ask(prompts)
-        return [pair_verdict(outs[2 * i], outs[2 * i + 1]) for i in range(len(items))]
+        parse = parse_bracketed_choice if self.ties else parse_choice
+        return [pair_verdict(outs[2 * i], outs[2 * i + 1], self.pair_rule, parse) for i in range(len(items))]
 
 
-def pair_verdict(candidate_first: str, candidate_second: str) -> Verdict:
-    """Combine the two orders' outputs into P(candidate wins)."""
-    first, second = parse_choice(candidate_first), parse_choice(candidate_second)
+def pair_verdict(candidate_first: str, candidate_second: str, rule: str = "both",
+                 parse: Callable[[str], str | None] = parse_choice) -> Verdict:
+    """Combine the two orders' outputs into P(candidate wins) under `rule` ("both" or "average", see `PairwiseJudge`)."""
+    first, second = parse(candidate_first), parse(candidate_second)
     raw = [candidate_first, candidate_second]
     if first is None or second is None:
         return Verdict(None, "unparsed", raw)
-    wins = [first == "A", second == "B"]
-    if wins[0] == wins[1]:
-        return Verdict(1.0 if wins[0] else 0.0, "ok", raw)
-    return Verdict(0.5, "inconsistent", raw, {"preferred_position": first})
+    scores = [_CANDIDATE_SCORE[0][first], _CANDIDATE_SCORE[1][second]]
+    if scores[0] == scores[1]:
+        return Verdict(scores[0], "ok", raw, {"tie": True} if scores[0] == 0.5 else {})
+    detail: dict[str, Any] = {"orders": scores}
+    if first == second:  # the same letter in both orders: the judge preferred a position, not a response
+        detail["preferred_position"] = first
+    return Verdict(0.5 if rule == "both" else sum(scores) / 2, "inconsistent", raw, detail)

@@ -1,10 +1,12 @@
 """The judge report: per-model scores, agreement with human labels (with bootstrap CIs), parse failures,
 position-bias inconsistency, ranking correlation; as a dict (JSON), Markdown, and a confusion-matrix PNG.
 
-Binary (reference) verdicts are compared with human labels over the items that have one. An unparsed
-verdict counts as its own label "unparsed" in the agreement statistics (a judge that fails to answer
-does not agree), and is left out of the confusion matrix, precision/recall and leniency, which need a
-correct/incorrect verdict. Judge accuracy per model is the share of parsed verdicts that say "correct".
+Binary (reference) verdicts are compared with human labels over the items that have one. A verdict
+without a label (unparsed; and hedged, "maybe correct", unless `low_confidence="fold"`) is `NO_VERDICT`:
+its own label in the agreement statistics (a judge that fails to answer does not agree), left out of the
+confusion matrix, precision/recall and leniency, which need a correct/incorrect verdict, and in judge
+accuracy counted as "incorrect" (the official convention) or excluded; both accuracies are reported.
+Gwet's AC1 sits beside κ and π, and the ranking of models comes with its stability over model subsets.
 """
 
 from __future__ import annotations
@@ -111,29 +113,83 @@ def _mean_se(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "standard_error": se, "n": int(len(v))}
 
 
-def _ranking(judge: dict[str, float], human: dict[str, float]) -> dict[str, Any]:
+STABILITY_SUBSET = 6  # Judging the Judges, appendix L: subsets of 6 of its 9 exam-takers
+
+
+def _ranking(judge: dict[str, float], human: dict[str, float], threshold: float = 0.9) -> dict[str, Any]:
     models = [m for m in judge if m in human and judge[m] is not None and human[m] is not None]
     if len(models) < 3:
         return {"note": f"ranking correlation needs at least 3 models, got {len(models)}"}
+    j, h = [judge[m] for m in models], [human[m] for m in models]
     try:
-        return {"models": models, **ag.ranking_correlation([judge[m] for m in models], [human[m] for m in models])}
+        out: dict[str, Any] = {"models": models, **ag.ranking_correlation(j, h)}
     except ValueError as err:
         return {"models": models, "note": str(err)}
+    # Subsets of 6 models as in the paper; with fewer models, subsets of one model fewer (at least 3), said so.
+    k = STABILITY_SUBSET if len(models) >= STABILITY_SUBSET else len(models) - 1
+    if k < 3:
+        out["stability"] = {"note": f"needs at least 4 models, got {len(models)}"}
+        return out
+    try:
+        out["stability"] = ag.ranking_stability(j, h, k, threshold)
+    except ValueError as err:
+        out["stability"] = {"note": str(err)}
+        return out
+    if k < STABILITY_SUBSET:
+        out["stability"]["note"] = f"only {len(models)} models: subsets of {k}, not {STABILITY_SUBSET} as in the paper"
+    return out
+
+
+NO_VERDICT = "no verdict"
+LOW_CONFIDENCE = ("separate", "fold")
+UNPARSED = ("incorrect", "exclude")
+
+
+def verdict_label(verdict: Verdict, low_confidence: str = "separate") -> str:
+    """The label a binary verdict brings to the statistics: "correct", "incorrect", or `NO_VERDICT` for an
+    unparsed one and, with `low_confidence="separate"`, a hedged one ("maybe correct")."""
+    if low_confidence not in LOW_CONFIDENCE:
+        raise ValueError(f"low_confidence must be one of {', '.join(LOW_CONFIDENCE)}, got {low_confidence!r}")
+    if not verdict.parsed or (verdict.status == "low_confidence" and low_confidence == "separate"):
+        return NO_VERDICT
+    return verdict.value
+
+
+def _share_correct(labels: Sequence[str], unparsed: str) -> float | None:
+    """Share of "correct" among judge labels; NO_VERDICT counts as incorrect or is left out."""
+    kept = [x for x in labels if unparsed == "incorrect" or x != NO_VERDICT]
+    return sum(x == CORRECT for x in kept) / len(kept) if kept else None
 
 
 def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], human_field: str | None,
-                  group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Report for correct/incorrect verdicts."""
+                  group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0,
+                  low_confidence: str = "separate", unparsed: str = "incorrect", ranking_threshold: float = 0.9) -> dict[str, Any]:
+    """Report for correct/incorrect verdicts.
+
+    `low_confidence`: "separate" (default; the official Judging the Judges code codes a hedged verdict 0,
+    like an unparsed one) makes a "maybe correct" a `NO_VERDICT`; "fold" takes its hedged label.
+    `unparsed`: how a `NO_VERDICT` enters judge accuracy (the judge-assigned score of each model and the
+    judge's accuracy against human labels): "incorrect" (default; the official code's `_parse_eval`
+    returns False) or "exclude". Both conventions are always reported; the option picks the headline
+    `judge_accuracy`, which the score delta and the ranking use. In the chance-corrected statistics
+    (κ, π, AC1, α) and percent agreement, `NO_VERDICT` is a label of its own, as the official code's 0.
+    """
+    if unparsed not in UNPARSED:
+        raise ValueError(f"unparsed must be one of {', '.join(UNPARSED)}, got {unparsed!r}")
     groups = _groups(rows, group_field)
-    judge = [v.value if v.parsed else "unparsed" for v in verdicts]
+    judge = [verdict_label(v, low_confidence) for v in verdicts]
     human = [binary_label(r.get(human_field)) for r in rows] if human_field else [None] * len(rows)
-    report: dict[str, Any] = {"kind": "binary", "n": len(verdicts), **_parse_counts(verdicts, rows)}
+    report: dict[str, Any] = {"kind": "binary", "n": len(verdicts), **_parse_counts(verdicts, rows),
+                              "no_verdict": judge.count(NO_VERDICT), "parse_rate": sum(v.parsed for v in verdicts) / len(verdicts),
+                              "conventions": {"low_confidence": low_confidence, "unparsed": unparsed}}
     per_model: dict[str, dict[str, Any]] = {}
     for g in sorted(set(groups)):
         idx = [i for i, x in enumerate(groups) if x == g]
-        parsed = [judge[i] for i in idx if judge[i] != "unparsed"]
+        labels = [judge[i] for i in idx]
+        both = {"unparsed_incorrect": _share_correct(labels, "incorrect"), "parsed_only": _share_correct(labels, "exclude")}
+        entry: dict[str, Any] = {"n": len(idx), "judge_accuracy": both["unparsed_incorrect" if unparsed == "incorrect" else "parsed_only"],
+                                 "judge_accuracy_conventions": both, "no_verdict": labels.count(NO_VERDICT)}
         labelled = [human[i] for i in idx if human[i] is not None]
-        entry: dict[str, Any] = {"n": len(idx), "judge_accuracy": (sum(j == CORRECT for j in parsed) / len(parsed)) if parsed else None}
         if labelled:
             entry["human_accuracy"] = sum(h == CORRECT for h in labelled) / len(labelled)
             if entry["judge_accuracy"] is not None:
@@ -151,17 +207,26 @@ def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], h
     if not pairs:
         return report
     h, j = (np.array(x, dtype=object) for x in zip(*pairs))
+    categories = sorted(set(h.tolist()) | set(j.tolist()))  # fixed, so a resample that misses a label keeps AC1's q
     stats = {"percent_agreement": ag.percent_agreement, "cohen_kappa": ag.cohen_kappa, "scott_pi": ag.scott_pi,
+             "gwet_ac1": lambda a, b: ag.gwet_ac1(a, b, categories),
              "krippendorff_alpha": lambda a, b: ag.krippendorff_alpha(np.stack([a, b], axis=1), "nominal")}
     report["agreement"] = {name: _with_ci(fn, h, j, n_resamples=n_resamples, seed=seed) for name, fn in stats.items()}
     report["agreement"]["n"] = len(h)
+    ok = j != NO_VERDICT
+    as_incorrect = np.where(ok, j, INCORRECT)
+    report["accuracy"] = {
+        "headline": "unparsed_incorrect" if unparsed == "incorrect" else "parsed_only",
+        "unparsed_incorrect": {**_with_ci(ag.percent_agreement, h, as_incorrect, n_resamples=n_resamples, seed=seed), "n": len(h)},
+        "parsed_only": ({**_with_ci(ag.percent_agreement, h[ok], j[ok], n_resamples=n_resamples, seed=seed), "n": int(ok.sum())}
+                        if ok.any() else {"value": None, "ci": None, "n": 0, "note": "no verdict to score"}),
+    }
     pis = [e["scott_pi"] for e in per_model.values() if e.get("scott_pi") is not None]
     if len(pis) > 1:
         report["agreement"]["scott_pi_across_models"] = {"mean": float(np.mean(pis)), "std": float(np.std(pis, ddof=1))}
-    ok = j != "unparsed"
     hp, jp = h[ok], j[ok]
     if not ok.any():
-        report["confusion_note"] = "no parsed verdict: no confusion matrix, precision, recall or leniency"
+        report["confusion_note"] = "no correct/incorrect verdict: no confusion matrix, precision, recall or leniency"
         return report
     matrix, labels = ag.confusion_matrix(hp, jp, labels=[CORRECT, INCORRECT])
     report["confusion"] = {"rows": "human", "columns": "judge", "labels": labels, "matrix": matrix.tolist()}
@@ -173,12 +238,13 @@ def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], h
     except ValueError as err:
         report["leniency"] = {"note": str(err)}
     report["ranking"] = _ranking({m: e["judge_accuracy"] for m, e in per_model.items()},
-                                 {m: e.get("human_accuracy") for m, e in per_model.items()})
+                                 {m: e.get("human_accuracy") for m, e in per_model.items()}, ranking_threshold)
     return report
 
 
 def score_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], human_field: str | None,
-                 group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+                 group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0,
+                 ranking_threshold: float = 0.9) -> dict[str, Any]:
     """Report for numeric verdicts (pointwise ratings, rewards)."""
     groups = _groups(rows, group_field)
     report: dict[str, Any] = {"kind": "score", "n": len(verdicts), **_parse_counts(verdicts, rows)}
@@ -217,7 +283,7 @@ def score_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], hu
         for g in per_model:
             vals = [float(r[human_field]) for r, x in zip(rows, groups) if x == g and r.get(human_field) is not None]
             human_by_model[g] = float(np.mean(vals)) if vals else None
-    report["ranking"] = _ranking({m: e["mean"] for m, e in per_model.items()}, human_by_model)
+    report["ranking"] = _ranking({m: e["mean"] for m, e in per_model.items()}, human_by_model, ranking_threshold)
     return report
 
 
@@ -230,7 +296,7 @@ def pairwise_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]],
     inconsistent = sum(v.status == "inconsistent" for v in verdicts)
     report["inconsistent"] = inconsistent
     report["inconsistency_rate"] = inconsistent / len(parsed) if parsed else None
-    positions = [v.detail.get("preferred_position") for v in verdicts if v.status == "inconsistent"]
+    positions = [v.detail["preferred_position"] for v in verdicts if v.status == "inconsistent" and "preferred_position" in v.detail]
     if positions:
         report["inconsistent_preferred_position"] = {p: positions.count(p) for p in sorted(set(positions))}
     per_model = {}
@@ -240,7 +306,9 @@ def pairwise_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]],
             per_model[g] = {"n_total": 0}
             continue
         values = [verdicts[i].value for i in idx]
-        entry = {**pairwise_win_rate(values), "alpaca": alpaca_win_rate([1 + v for v in values])}
+        entry = {**pairwise_win_rate(values), "ties_judged": sum(verdicts[i].detail.get("tie", False) for i in idx),
+                 "ties_inconsistent": sum(verdicts[i].status == "inconsistent" and verdicts[i].value == 0.5 for i in idx),
+                 "alpaca": alpaca_win_rate([1 + v for v in values])}
         if len(idx) >= 10:
             import warnings
 
@@ -289,22 +357,36 @@ def to_markdown(report: dict[str, Any], title: str = "Judge report") -> str:
              f" · low-confidence: {report['low_confidence']}"]
     if report["kind"] == "pairwise":
         lines[-1] += f" · inconsistent orders (ties): {report['inconsistent']} ({_fmt(report['inconsistency_rate'])})"
-    lines += ["", "## Per model", ""]
+    if report["kind"] != "binary":
+        lines += ["", "## Per model", ""]
     if report["kind"] == "binary":
-        lines += ["| model | n | judge accuracy | human accuracy | Δ | agreement | Scott π |", "|---|---:|---:|---:|---:|---:|---:|"]
+        conv = report.get("conventions", {})
+        lines[-1] += f" · no verdict: {report.get('no_verdict', report['unparsed'])} · parse rate: {_fmt(report.get('parse_rate'))}"
+        lines.append(f"Conventions: low-confidence verdicts {'are no verdict' if conv.get('low_confidence') == 'separate' else 'keep their label'}"
+                     f"; judge accuracy {'counts no verdict as incorrect' if conv.get('unparsed') == 'incorrect' else 'excludes no verdict'}.")
+        lines += ["", "## Per model", "",
+                  "| model | n | judge accuracy | no verdict = incorrect | parsed only | human accuracy | Δ | agreement | Scott π |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for m, e in report["per_model"].items():
-            lines.append(f"| {m} | {e['n']} | {_fmt(e['judge_accuracy'])} | {_fmt(e.get('human_accuracy'))} | "
+            both = e.get("judge_accuracy_conventions", {})
+            lines.append(f"| {m} | {e['n']} | {_fmt(e['judge_accuracy'])} | {_fmt(both.get('unparsed_incorrect'))} | "
+                         f"{_fmt(both.get('parsed_only'))} | {_fmt(e.get('human_accuracy'))} | "
                          f"{_fmt(e.get('score_delta'))} | {_fmt(e.get('percent_agreement'))} | {_fmt(e.get('scott_pi'))} |")
     elif report["kind"] == "score":
         lines += ["| model | n | mean score | SE |", "|---|---:|---:|---:|"]
         for m, e in report["per_model"].items():
             lines.append(f"| {m} | {e['n']} | {_fmt(e.get('mean'))} | {_fmt(e.get('standard_error'))} |")
     else:
-        lines += ["| model | n | win rate | SE | wins | losses | ties | LC win rate (%) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        if report.get("pair_rule"):
+            lines += [f"Both presentation orders combined by the rule `{report['pair_rule']}`.", ""]
+        lines += ["| model | n | win rate (ties ½) | SE | wins | ties (judged / orders disagree) | losses | win / tie / loss share | LC win rate (%) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
         for m, e in report["per_model"].items():
             lc = e.get("length_controlled", {}).get("length_controlled_win_rate")
+            shares = " / ".join(_fmt(e.get(k)) for k in ("win_share", "tie_share", "loss_share")) if "win_share" in e else "–"
             lines.append(f"| {m} | {e.get('n_total', 0)} | {_fmt(e.get('win_rate'))} | {_fmt(e.get('standard_error'))} | "
-                         f"{e.get('n_wins', '–')} | {e.get('n_losses', '–')} | {e.get('n_ties', '–')} | {_fmt(lc, 1)} |")
+                         f"{e.get('n_wins', '–')} | {e.get('n_ties', '–')} ({e.get('ties_judged', '–')} / {e.get('ties_inconsistent', '–')}) | "
+                         f"{e.get('n_losses', '–')} | {shares} | {_fmt(lc, 1)} |")
     if "agreement" in report:
         lines += ["", f"## Agreement with human labels (n = {report['agreement']['n']}, 95% bootstrap CI)", "",
                   "| statistic | value | CI |", "|---|---:|---|"]
@@ -315,6 +397,12 @@ def to_markdown(report: dict[str, Any], title: str = "Judge report") -> str:
         across = report["agreement"].get("scott_pi_across_models")
         if across:
             lines.append(f"| Scott π across models (mean ± std) | {_fmt(across['mean'])} ± {_fmt(across['std'])} | |")
+    if "accuracy" in report:
+        for key, label in (("unparsed_incorrect", "accuracy (no verdict = incorrect)"), ("parsed_only", "accuracy (parsed only)")):
+            e = report["accuracy"][key]
+            ci = f"[{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}]" if e.get("ci") else e.get("note", "–")
+            star = " (headline)" if report["accuracy"]["headline"] == key else ""
+            lines.append(f"| {label}{star}, n = {e['n']} | {_fmt(e['value'])} | {ci} |")
     for key, label in (("precision", "precision (correct)"), ("recall", "recall (correct)")):
         if key in report:
             lines.append(f"| {label} | {_fmt(report[key])} | |")
@@ -329,6 +417,14 @@ def to_markdown(report: dict[str, Any], title: str = "Judge report") -> str:
         r = report["ranking"]
         lines += ["", "## Ranking of models, judge vs human", "",
                   f"Spearman ρ {_fmt(r.get('spearman'))}, Kendall τ {_fmt(r.get('kendall'))}" if "spearman" in r else r.get("note", "")]
+        st = r.get("stability")
+        if st and "spearman" in st:
+            lines.append(f"Over all {st['n_subsets']} subsets of {st['subset_size']} of the {st['n_models']} models: Spearman ρ mean "
+                         f"{_fmt(st['spearman']['mean'])} (std {_fmt(st['spearman']['std'])}, min {_fmt(st['spearman']['min'])}, "
+                         f"share ≥ {st['threshold']:g}: {_fmt(st['spearman']['share_above'])}); Kendall τ mean {_fmt(st['kendall']['mean'])} "
+                         f"(min {_fmt(st['kendall']['min'])})." + (f" Note: {st['note']}." if st.get("note") else ""))
+        elif st:
+            lines.append(f"Subset stability: {st['note']}.")
     if report["unparsed_items"]:
         lines += ["", "## Unparsed judge outputs", ""]
         for u in report["unparsed_items"][:20]:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from alignkit.data.records import JudgeItem
 from alignkit.judge.verdict import Verdict
 
-JUDGES = ("llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact", "reward", "reward-pairwise", "field")
+JUDGES = ("llm", "pointwise", "pairwise", "exact", "contains", "normalized-exact", "reward", "reward-pairwise", "field", "remote")
 
 
 class FieldJudge:
@@ -60,14 +60,26 @@ def report_kind(judge: Any) -> str:
     return getattr(judge, "report_kind", "binary")
 
 
+LLM_KINDS = {"llm": "reference", "pointwise": "pointwise", "pairwise": "pairwise"}
+
+
 def make_judge(kind: str, model: str | None = None, endpoint: str | None = None, template: str | None = None,
                backend: str = "auto", field: str | None = None, api_key: str | None = None, cache: bool = True,
-               max_tokens: int | None = None, endpoint_options: dict[str, Any] | None = None) -> Any:
+               max_tokens: int | None = None, endpoint_options: dict[str, Any] | None = None, pair_rule: str = "both") -> Any:
     """A judge by name. LLM judges (`llm` = reference-based, `pointwise`, `pairwise`) need `model` (a
-    folder, for the hf/vllm backends) or `endpoint` (an OpenAI-compatible URL); `reward*` need `model`.
-    `endpoint_options` (timeout, max_retries, allow_plain_http_key) go to the endpoint's client."""
+    folder, for the hf/vllm backends) or `endpoint` (an OpenAI-compatible URL); `reward*` need `model`;
+    `remote` needs `endpoint`, an `alignkit judge-serve` URL. `endpoint_options` (timeout, max_retries,
+    allow_plain_http_key) go to the endpoint's client. An LLM judge's template is checked before its model loads."""
     if kind not in JUDGES:
         raise ValueError(f"unknown judge {kind!r}; known: {', '.join(JUDGES)}")
+    if kind == "remote":
+        from alignkit.judge.server import RemoteJudge
+
+        if not endpoint:
+            raise ValueError("--judge remote needs --endpoint URL (an `alignkit judge-serve` server)")
+        options = dict(endpoint_options or {})
+        return RemoteJudge(endpoint, api_key, timeout=options.get("timeout", 120.0), max_retries=options.get("max_retries", 2),
+                           allow_plain_http_key=options.get("allow_plain_http_key", False))
     if kind in ("exact", "contains", "normalized-exact"):
         from alignkit.judge.lexical import LexicalJudge
 
@@ -84,22 +96,33 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
         return RewardModelJudge(model, "pairwise" if kind == "reward-pairwise" else "pointwise")
     if not (model or endpoint):
         raise ValueError(f"--judge {kind} needs --model PATH or --endpoint URL")
-    from alignkit.generation.backends import load_generator
-    from alignkit.generation.rollouts import model_identity
-    from alignkit.judge.llm import PairwiseJudge, PointwiseJudge, ReferenceJudge
+    from alignkit.judge.llm import PAIR_RULES, TEMPLATES, PairwiseJudge, PointwiseJudge, ReferenceJudge, load_template
 
-    if endpoint:
-        generator = load_generator(endpoint, "openai", api_key=api_key, **(endpoint_options or {}),
-                                   **({"model_name": model} if model else {}))
-        model_id = f"{endpoint}|{generator.model_name}"
-    else:
-        generator = load_generator(model, backend)
-        model_id = model_identity(model)
+    load_template(template or TEMPLATES[LLM_KINDS[kind]], LLM_KINDS[kind])  # a bad template fails before the model loads
+    if kind == "pairwise" and pair_rule not in PAIR_RULES:
+        raise ValueError(f"pair_rule must be one of {', '.join(PAIR_RULES)}, got {pair_rule!r}")
+    generator, model_id = load_judge_model(model, endpoint, backend, api_key, endpoint_options)
     cls = {"llm": ReferenceJudge, "pointwise": PointwiseJudge, "pairwise": PairwiseJudge}[kind]
     options: dict[str, Any] = {"model_id": model_id, "cache": cache}
     if max_tokens:
         options["max_tokens"] = max_tokens
+    if kind == "pairwise":
+        options["pair_rule"] = pair_rule
     return cls(generator, template, **options)
+
+
+def load_judge_model(model: str | None, endpoint: str | None = None, backend: str = "auto", api_key: str | None = None,
+                     endpoint_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The generator of an LLM judge (a local `model` folder, or the model at an OpenAI-compatible `endpoint`)
+    and the identity its answers are cached under (weight fingerprint, or endpoint + served model name)."""
+    from alignkit.generation.backends import load_generator
+    from alignkit.generation.rollouts import model_identity
+
+    if endpoint:
+        generator = load_generator(endpoint, "openai", api_key=api_key, **(endpoint_options or {}),
+                                   **({"model_name": model} if model else {}))
+        return generator, f"{endpoint}|{generator.model_name}"
+    return load_generator(model, backend), model_identity(model)
 
 
 def load_judge_rows(path: str | Path) -> tuple[list[JudgeItem], list[dict[str, Any]]]:
@@ -119,10 +142,19 @@ def _judge_rows_with_locations(path: str | Path) -> tuple[list[JudgeItem], list[
 
 
 def run_judge(data: str | Path, judge: Any, out_dir: str | Path | None = None, human_field: str | None = "human_label",
-              group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Judge every item of `data`; return the report and, with `out_dir`, write the report files."""
-    from alignkit.judge.report import REPORTS, check_human_labels, plot_confusion, to_markdown
+              group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0, low_confidence: str = "separate",
+              unparsed: str = "incorrect", ranking_threshold: float = 0.9) -> dict[str, Any]:
+    """Judge every item of `data`; return the report and, with `out_dir`, write the report files.
 
+    `low_confidence` ("separate" | "fold") and `unparsed` ("incorrect" | "exclude") set how hedged and
+    unparsed binary verdicts enter the statistics (see `alignkit.judge.report.binary_report`);
+    `ranking_threshold` is the correlation the ranking-stability share counts.
+    """
+    from alignkit.judge.report import LOW_CONFIDENCE, REPORTS, UNPARSED, check_human_labels, plot_confusion, to_markdown
+
+    if low_confidence not in LOW_CONFIDENCE or unparsed not in UNPARSED:  # before any judge model is asked
+        raise ValueError(f"low_confidence must be one of {', '.join(LOW_CONFIDENCE)} and unparsed one of {', '.join(UNPARSED)}, "
+                         f"got {low_confidence!r} and {unparsed!r}")
     items, rows, locations = _judge_rows_with_locations(data)
     kind = report_kind(judge)
     if human_field and not any(r.get(human_field) is not None for r in rows):
@@ -132,8 +164,12 @@ def run_judge(data: str | Path, judge: Any, out_dir: str | Path | None = None, h
     if isinstance(judge, FieldJudge):
         judge.rows = rows
     verdicts = judge.judge(items)
-    report = REPORTS[kind](verdicts, rows, human_field, group_field, n_resamples, seed)
+    options = {"binary": {"low_confidence": low_confidence, "unparsed": unparsed, "ranking_threshold": ranking_threshold},
+               "score": {"ranking_threshold": ranking_threshold}}.get(kind, {})
+    report = REPORTS[kind](verdicts, rows, human_field, group_field, n_resamples, seed, **options)
     report = {"judge": judge.name, "data": str(data), "human_field": human_field, **report}
+    if getattr(judge, "pair_rule", None):
+        report["pair_rule"] = judge.pair_rule
     if getattr(judge, "calls", None) is not None:
         report["judge_model_calls"] = judge.calls
     if out_dir:

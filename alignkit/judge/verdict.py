@@ -5,7 +5,8 @@ Every verdict keeps the judge's raw output, the parsed value and a parse status:
 - `low_confidence`: parsed from a hedged answer ("maybe correct");
 - `unparsed`: the output matched no accepted form. Its value is None: it is counted and listed in the
   report, never silently mapped to a label;
-- `inconsistent` (pairwise only): the two presentation orders disagreed, so the pair is a tie.
+- `inconsistent` (pairwise only): the two presentation orders disagreed, so the pair is a tie (or, under
+  the `average` order rule, the mean of the two orders).
 
 Binary parsing follows Judging the Judges (`LLMEvaluator._parse_eval`): lower-case, strip, then test
 the prefixes "correct", "incorrect", "maybe correct", "maybe incorrect". Leading punctuation, quotes and
@@ -105,3 +106,14 @@ def parse_choice(text: str) -> str | None:
         return bracketed.group(1).upper()
     m = _CHOICE.match(t)
     return m.group(1).upper() if m else None
+
+
+_BRACKETED = re.compile(r"\[\[\s*([abc])\s*\]\]", re.IGNORECASE)
+
+
+def parse_bracketed_choice(text: str) -> str | None:
+    """MT-Bench's pairwise verdict: "[[A]]", "[[B]]" or "[[C]]" (a tie) anywhere in the output, e.g. after an
+    explanation; 'A', 'B' or 'C', else None. Unlike MT-Bench, which takes the first of A, B, C it finds in
+    that order, an output with two different bracketed verdicts is None (unparsed)."""
+    found = {m.upper() for m in _BRACKETED.findall(text)}
+    return found.pop() if len(found) == 1 else None

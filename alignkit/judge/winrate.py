@@ -40,10 +40,12 @@ def _sem(v: np.ndarray) -> float:
 
 
 def pairwise_win_rate(values: Sequence[float]) -> dict[str, Any]:
-    """Win rate (ties count ½) with its standard error, on the 0-1 scale."""
+    """Win rate (ties count ½) with its standard error, on the 0-1 scale, and the win / tie / loss counts and
+    shares (MT-Bench's win_rate, 1 - win - loss and loss_rate: a value above ½ is a win, below a loss)."""
     v = _values(values, 0, 1, "pairwise_win_rate")
-    return {"win_rate": float(v.mean()), "standard_error": _sem(v), "n_wins": int((v > 0.5).sum()),
-            "n_losses": int((v < 0.5).sum()), "n_ties": int((v == 0.5).sum()), "n_total": int(len(v))}
+    wins, losses, ties = int((v > 0.5).sum()), int((v < 0.5).sum()), int((v == 0.5).sum())
+    return {"win_rate": float(v.mean()), "standard_error": _sem(v), "n_wins": wins, "n_losses": losses, "n_ties": ties,
+            "n_total": int(len(v)), "win_share": wins / len(v), "tie_share": ties / len(v), "loss_share": losses / len(v)}
 
 
 def alpaca_win_rate(preferences: Sequence[float]) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def alpaca_win_rate(preferences: Sequence[float]) -> dict[str, Any]:
 def length_controlled_win_rate(preferences: Sequence[float], model_lengths: Sequence[int], baseline_lengths: Sequence[int],
                                difficulty: Sequence[float] | None = None, folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """AlpacaEval-style length-controlled win rate (percent) from preferences in [1, 2] and character lengths."""
+    from sklearn import config_context
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
 
@@ -91,7 +94,9 @@ def length_controlled_win_rate(preferences: Sequence[float], model_lengths: Sequ
         splits = list(GroupKFold(n_splits=folds).split(xx[keep], yy[keep], groups[keep]))  # an item's two rows stay together
         model = LogisticRegressionCV(penalty="l1", solver="liblinear", fit_intercept=False, scoring="neg_log_loss",
                                      cv=splits, random_state=seed)
-        with warnings.catch_warnings():
+        # Process-wide metadata routing (alpaca_eval switches it on) would make fit() refuse the sample weights
+        # unless requested; routing off here keeps the fit independent of that global setting.
+        with warnings.catch_warnings(), config_context(enable_metadata_routing=False):
             warnings.simplefilter("ignore", category=FutureWarning)
             model.fit(xx[keep], yy[keep], sample_weight=ww[keep])
         neutral = x.copy()
