@@ -341,11 +341,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         print(f"# the recipe each round trains ({settings.recipe}, data.train and model.path set per round)")
         print(recipe_to_yaml(load_recipe(settings.recipe, common, check_files=False)), end="")
         return 0
+    notes: list[str] = []  # what cannot be checked here (hub models and datasets while offline), printed as comments
     if is_staged(args.recipe):
-        for stage in load_staged(args.recipe, args.overrides, check_files=not args.schema_only):
+        for stage in load_staged(args.recipe, args.overrides, check_files=not args.schema_only, notes=notes):
             print(f"# stage {stage.name} -> {stage.output}\n{recipe_to_yaml(stage.recipe)}---")
-        return 0
-    print(recipe_to_yaml(load_recipe(args.recipe, args.overrides, check_files=not args.schema_only)), end="")
+    else:
+        print(recipe_to_yaml(load_recipe(args.recipe, args.overrides, check_files=not args.schema_only, notes=notes)), end="")
+    for note in notes:
+        print(f"# note: {note}")
     return 0
 
 
