@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--heldout-fraction", type=float, default=0.25)
     m.add_argument("--responses-per-prompt", type=int, default=4)
     _add_generation_commands(sub)
+
+    p = sub.add_parser("export", help="write a standalone model folder (transformers and vLLM load it) with a model card")
+    p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder (training.output_dir), its final/, or a checkpoint-N folder")
+    p.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+    p.add_argument("--merge-lora", action="store_true", help="merge a LoRA run's adapter into the base weights")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: the checkpoint's own)")
     return parser
 
 
@@ -170,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
-                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge}
+                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge, "export": cmd_export}
         return handler[args.command](args)
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
@@ -563,6 +569,17 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     print(to_markdown(report))
     print("written: " + ", ".join(report["files"]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from alignkit.engine.export import ExportError, export_model
+
+    try:
+        out = export_model(args.source, args.out, merge_lora=args.merge_lora, dtype=args.dtype)
+    except ExportError as err:
+        raise CliError(str(err)) from None
+    print(f"exported {args.source} to {out} (model card: {out / 'README.md'})")
     return 0
 
 
