@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
     p.add_argument("--merge-lora", action="store_true", help="merge a LoRA run's adapter into the base weights")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: the checkpoint's own)")
+
+    p = sub.add_parser("report", help="one static HTML page comparing runs: curves, before/after, gym, judge, CTRL trade-off")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (training.output_dir), or folders holding runs")
+    p.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    p.add_argument("--gym-eval", action="append", default=[], metavar="JSON", help="an eval/gym_eval.py --json file (repeatable)")
+    p.add_argument("--judge", action="append", default=[], metavar="REPORT_JSON", help="an alignkit judge report.json (repeatable)")
+    p.add_argument("--tradeoff", action="append", default=[], metavar="JSON", help="an eval/ctrl_tradeoff.py tradeoff.json (repeatable)")
+    p.add_argument("--title", default="alignkit run report")
     return parser
 
 
@@ -176,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
-                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge, "export": cmd_export}
+                   "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge, "export": cmd_export,
+                   "report": cmd_report}
         return handler[args.command](args)
     except CliError as err:
         print(f"alignkit: {err}", file=sys.stderr)
@@ -580,6 +589,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportError as err:
         raise CliError(str(err)) from None
     print(f"exported {args.source} to {out} (model card: {out / 'README.md'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from alignkit.engine.report import write_report
+
+    try:
+        out = write_report(args.runs, args.out, args.gym_eval, args.judge, args.tradeoff, args.title)
+    except (ValueError, OSError) as err:
+        raise CliError(str(err)) from None
+    print(f"report written to {out}")
     return 0
 
 

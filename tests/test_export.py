@@ -22,7 +22,8 @@ def lora_run(tmp_path_factory):
     recipe = load_recipe("recipes/dpo_tiny.yaml", [
         f"training.output_dir={out}", "model.lora={r: 8, alpha: 16, dropout: 0.0}", "training.learning_rate=2e-2",
         "training.warmup_steps=0", "training.max_steps=2", "training.save_steps=2", "training.logging_steps=1",
-        "training.per_device_train_batch_size=8", "data.eval=data/samples/preference.jsonl", "data.max_length=128"])
+        "training.per_device_train_batch_size=8", "data.eval=data/samples/preference.jsonl", "data.max_length=128",
+        "data.train={path: data/gym/train_preference.jsonl, max_records: 64}"])
     train(recipe)
     return out
 
@@ -65,7 +66,7 @@ def test_lora_run_exports_merged_for_transformers_and_vllm(lora_run, tmp_path, c
     card = (out / "README.md").read_text()
     summary = json.loads((lora_run / "run_summary.json").read_text())
     assert "LoRA adapter (r=8, alpha=16" in card and "## Recipe" in card and "method: dpo" in card
-    assert "| train | `data/gym/train_preference.jsonl` | 476 | 476 |" in card
+    assert "| train | `data/gym/train_preference.jsonl` | 64 | 476 |" in card
     assert f"| rewards/margins | {summary['before']['rewards/margins']:.4f} | {summary['after']['rewards/margins']:.4f} |" in card
 
 

@@ -41,14 +41,26 @@ def tensorboard_texts(folder, tag: str) -> dict[int, str]:
     return out
 
 
-def wandb_history(run_file) -> list[dict[str, float]]:
+def wandb_history(run_file, timeout: float = 60.0) -> list[dict[str, float]]:
     """The history rows of an offline W&B run, read from its `.wandb` transaction log (a 7-byte W&B header, then
-    the LevelDB log format: 32 KiB blocks of chunks with a CRC32, a length and a type; each record a protobuf)."""
+    the LevelDB log format: 32 KiB blocks of chunks with a CRC32, a length and a type; each record a protobuf).
+    The wandb service writes the log asynchronously: read it once its exit record is there."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows, done = _wandb_records(run_file)
+        if done or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def _wandb_records(run_file) -> tuple[list[dict[str, float]], bool]:
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = open(run_file, "rb").read()
     assert data[:4] == b":W&B"
-    rows, pos, pending = [], 7, b""
+    rows, pos, pending, done = [], 7, b"", False
     while pos + 7 <= len(data):
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
             pos += 32768 - pos % 32768
@@ -59,11 +71,13 @@ def wandb_history(run_file) -> list[dict[str, float]]:
             record = pb.Record()
             record.ParseFromString(pending + chunk)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
+            kind_of = record.WhichOneof("record_type")
+            if kind_of == "history":
                 rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+            done = done or kind_of == "exit"
         elif kind in (2, 3):
             pending += chunk
-    return rows
+    return rows, done
 
 
 def test_trackers_record_method_metrics_under_their_names(tmp_path, monkeypatch):
@@ -81,7 +95,8 @@ def test_trackers_record_method_metrics_under_their_names(tmp_path, monkeypatch)
         pass  # the [tracking] extra is not installed: TensorBoard only
     out = tmp_path / "run"
     recipe = load_recipe("recipes/dpo_tiny.yaml", ["model.path=tiny:xs", f"training.output_dir={out}",
-                                                   f"training.report_to={json.dumps(reporters)}", *TINY])
+                                                   f"training.report_to={json.dumps(reporters)}", *TINY,
+                                                   "data.train={path: data/gym/train_preference.jsonl, max_records: 48}"])
     train(recipe)
     history = json.loads((out / "run_summary.json").read_text())["log_history"]
     method_metrics = ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")  # DPO's own names
@@ -110,6 +125,7 @@ def test_generation_eval_logs_win_rate_against_the_reference(method, tmp_path):
 
     out = tmp_path / "run"
     data = {"dpo": "data/gym/heldout_preference.jsonl", "sft": "data/gym/heldout_sft.jsonl"}[method]
+    data = json.dumps({"path": data, "max_records": 48})
     recipe = load_recipe(f"recipes/{'dpo_tiny' if method == 'dpo' else 'gym_base_tiny'}.yaml", [
         "model.path=data/gym/base-s", f"training.output_dir={out}", "training.report_to=tensorboard", f"data.train={data}",
         f"data.format={method if method == 'sft' else 'preference'}", "data.template=chat", "data.max_length=128",
