@@ -228,12 +228,14 @@ class GenerationEvalSettings(_Strict):
             raise ValueError(f"best-/worst-of-{value} needs num_samples >= {value} (got {samples}): the U-statistic draws N-subsets")
         return value
 
-    @field_validator("scorer_model")
+    @field_validator("scorer_model", mode="after")
     @classmethod
     def _model_for_scorer(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and info.data.get("scorer") in ("reward-model", "judge"):
             raise ValueError(f"scorer {info.data['scorer']} needs scorer_model (a model folder, or an endpoint URL for a judge)")
         return value
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class Recipe(_Strict):
