@@ -28,12 +28,11 @@ def browse(url: str, width: int = 1280, height: int = 900, timeout: float = 60.0
     events_read, events_write = os.pipe()
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
 
-    def child_fds() -> None:  # the protocol's fixed descriptors in the child
-        os.dup2(commands_read, 3)
-        os.dup2(events_write, 4)
-
-    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-                            pass_fds=(3, 4), preexec_fn=child_fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # bash moves the pipe ends onto descriptors 3 and 4 for Chromium (no preexec_fn: unsafe in a threaded process)
+    # (through two spare descriptors first, since the pipe ends may themselves be 3 or 4)
+    launch = f'exec "$0" "$@" 98<&{commands_read} 99>&{events_write} 3<&98 4>&99 98<&- 99>&-'
+    proc = subprocess.Popen(["bash", "-c", launch, CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
+                             "about:blank"], pass_fds=(commands_read, events_write), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(commands_read)
     os.close(events_write)
     sink = os.fdopen(commands_write, "wb")
