@@ -41,6 +41,7 @@ METHODS: dict[str, str] = {
     "sft": "alignkit.trainers.sft",
 }
 SAVED_RECIPE = "alignkit_recipe.yaml"  # written beside every checkpoint alignkit saves
+RUN_SUMMARY = "run_summary.json"  # written into training.output_dir when training ends (read by export and report)
 
 
 def method_module(method: str) -> Any:

@@ -129,7 +129,7 @@ def test_mixture_is_deterministic_per_seed_and_reported(repo, tmp_path):
 
 
 def test_run_summary_reports_records_per_source(repo, tmp_path):
-    from alignkit.engine.run import format_summary, summary_lines, train  # noqa: F401
+    from alignkit.engine.run import summary_lines, train
 
     root, _ = repo
     train_sources = json.dumps([{"path": f"hf:{root}", "columns": COLUMNS, "max_records": 12},

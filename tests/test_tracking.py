@@ -85,7 +85,7 @@ def test_trackers_record_method_metrics_under_their_names(tmp_path, monkeypatch)
 
     reporters = ["tensorboard"]
     try:
-        import wandb  # noqa: F401
+        import wandb
 
         reporters.append("wandb")
         monkeypatch.setenv("WANDB_MODE", "offline")

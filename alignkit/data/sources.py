@@ -327,7 +327,7 @@ def mixture_counts(sizes: Sequence[int], weights: Sequence[float | None], limits
         total_weight = sum(weights[i] for i in weighted)
         total = min(sizes[i] * total_weight / weights[i] for i in weighted)
         for i in weighted:
-            counts[i] = min(sizes[i], int(round(total * weights[i] / total_weight)))
+            counts[i] = min(sizes[i], round(total * weights[i] / total_weight))
     return counts
 
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import yaml
 
-from alignkit.config import SAVED_RECIPE
+from alignkit.config import RUN_SUMMARY, SAVED_RECIPE
 
-RUN_SUMMARY = "run_summary.json"
 DTYPES = ("float32", "bfloat16", "float16")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -65,7 +64,7 @@ def resolve_source(path: str | Path) -> ExportSource:
         raise ExportError(f"{path}: no model here (no config.json or adapter_config.json, and no final/ model inside)")
     match = _CHECKPOINT.match(path.name)
     run_dir = path.parent if (match or path.name == "final") else None
-    recipe = _read_recipe(path, run_dir)
+    recipe = read_run_recipe(path, run_dir)
     summary = None
     if run_dir is not None and not match and (run_dir / RUN_SUMMARY).is_file():
         summary = json.loads((run_dir / RUN_SUMMARY).read_text())
@@ -74,7 +73,7 @@ def resolve_source(path: str | Path) -> ExportSource:
     return ExportSource(path, run_dir, recipe, summary, int(match.group(1)) if match else None)
 
 
-def _read_recipe(model_dir: Path, run_dir: Path | None) -> dict[str, Any] | None:
+def read_run_recipe(model_dir: Path, run_dir: Path | None) -> dict[str, Any] | None:
     """The recipe that trained the model: saved beside the model, else beside the run's final model or stage/round."""
     candidates = [model_dir / SAVED_RECIPE]
     if run_dir is not None:
@@ -87,13 +86,14 @@ def _read_recipe(model_dir: Path, run_dir: Path | None) -> dict[str, Any] | None
 
 def _checkpoint_summary(checkpoint: Path, recipe: dict[str, Any] | None) -> dict[str, Any]:
     """Before/after metrics of a checkpoint from its trainer state: the first evaluation and the last one up to it."""
+    from alignkit.engine.run import strip_eval
+
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     history = state.get("log_history", [])
     evals = [h for h in history if "eval_loss" in h]
-    strip = lambda h: {k[5:]: v for k, v in h.items() if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))}  # noqa: E731
     return {"method": (recipe or {}).get("method"), "model": ((recipe or {}).get("model") or {}).get("path"),
-            "steps": state.get("global_step"), "before": strip(evals[0]) if evals else {},
-            "after": strip(evals[-1]) if len(evals) > 1 else {}, "log_history": history, "data": {}}
+            "steps": state.get("global_step"), "before": strip_eval(evals[0]) if evals else {},
+            "after": strip_eval(evals[-1]) if len(evals) > 1 else {}, "log_history": history, "data": {}}
 
 
 def export_model(source: str | Path, out: str | Path, merge_lora: bool = False, dtype: str | None = None) -> Path:

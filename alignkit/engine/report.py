@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
-RUN_SUMMARY = "run_summary.json"
+from alignkit.config import RUN_SUMMARY
 _SKIP_TRAIN = {"epoch", "step", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
 _SKIP_EVAL_SUFFIX = ("_runtime", "_per_second", "_preparation_time")
 
@@ -87,9 +86,10 @@ def load_run(path: Path, name: str) -> Run:
         state = max(path.glob("checkpoint-*/trainer_state.json"), key=_checkpoint_step)
         run.history = json.loads(state.read_text()).get("log_history", [])
         run.source = str(state.relative_to(path))
-    for candidate in (path / "final" / "alignkit_recipe.yaml", path / "stage_recipe.yaml", path / "round_recipe.yaml"):
-        if not run.recipe and candidate.is_file():
-            run.recipe = yaml.safe_load(candidate.read_text()) or {}
+    if not run.recipe:
+        from alignkit.engine.export import read_run_recipe
+
+        run.recipe = read_run_recipe(path / "final", path) or {}
     return run
 
 

@@ -242,7 +242,7 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         from alignkit.config import SAVED_RECIPE, recipe_to_yaml
 
         write_text_atomic(final / SAVED_RECIPE, recipe_to_yaml(recipe))
-    after = _strip_eval(trainer.evaluate())
+    after = strip_eval(trainer.evaluate())
     first_eval = next((h for h in trainer.state.log_history if "eval_loss" in h), {})
     if generation_eval is not None and generation_eval.last:
         g = generation_eval.last
@@ -253,7 +253,7 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     summary = TrainSummary(
         method=recipe.method, model=recipe.model.path, train_examples=len(prep.train_examples),
         eval_examples=len(prep.eval_examples), eval_name=prep.eval_name, steps=result.global_step,
-        seconds=seconds, before=_strip_eval(first_eval), after=after, checkpoint=str(final),
+        seconds=seconds, before=strip_eval(first_eval), after=after, checkpoint=str(final),
         reference=_reference_note(prep), notes=prep.notes, start_step=checkpoint_step(resume_arg) if resume_arg else 0,
         data=prep.data,
     )
@@ -262,15 +262,13 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     return summary
 
 
-RUN_SUMMARY = "run_summary.json"  # beside the checkpoints in training.output_dir
-
-
 def write_run_summary(summary: TrainSummary, recipe: Recipe, log_history: list[dict[str, Any]]) -> Path:
     """Persist what the run did (the summary, the resolved recipe and the whole log history) as
     `<output_dir>/run_summary.json`, which `alignkit export` and `alignkit report` read."""
     import dataclasses
 
     from alignkit.cache import write_text_atomic
+    from alignkit.config import RUN_SUMMARY
 
     path = Path(recipe.training.output_dir) / RUN_SUMMARY
     value = {**dataclasses.asdict(summary), "recipe": recipe.model_dump(mode="json"), "log_history": log_history}
@@ -306,7 +304,8 @@ def mark_stage_complete(stage: Any) -> None:
     write_text_atomic(stage.output.parent / STAGE_MARKER, json.dumps({"stage": stage.name, "recipe": content_key(recipe_to_yaml(stage.recipe))}))
 
 
-def _strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
+def strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
+    """Evaluation metrics without the `eval_` prefix and without timing entries."""
     skip = ("_runtime", "_per_second", "_preparation_time")
     return {k.removeprefix("eval_"): v for k, v in metrics.items() if k.startswith("eval_") and not k.endswith(skip)}
 
