@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write the critiques and the agreement report (JSON) here")
     _add_generation_commands(sub)
     _add_paligner_commands(sub)
+
+    p = sub.add_parser("export", help="write a standalone model folder (transformers and vLLM load it) with a model card")
+    p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder (training.output_dir), its final/, or a checkpoint-N folder")
+    p.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+    p.add_argument("--merge-lora", action="store_true", help="merge a LoRA run's adapter into the base weights")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: the checkpoint's own)")
+
+    p = sub.add_parser("report", help="one static HTML page comparing runs: curves, before/after, gym, judge, CTRL trade-off")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (training.output_dir), or folders holding runs")
+    p.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    p.add_argument("--gym-eval", action="append", default=[], metavar="JSON", help="an eval/gym_eval.py --json file (repeatable)")
+    p.add_argument("--judge", action="append", default=[], metavar="REPORT_JSON", help="an alignkit judge report.json (repeatable)")
+    p.add_argument("--tradeoff", action="append", default=[], metavar="JSON", help="an eval/ctrl_tradeoff.py tradeoff.json (repeatable)")
+    p.add_argument("--title", default="alignkit run report")
     return parser
 
 
@@ -227,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         handler = {"train": cmd_train, "prepare": cmd_prepare, "recipes": cmd_recipes, "data": cmd_data, "gym": cmd_gym,
-                   "paligner": cmd_paligner, "rewrite": cmd_rewrite,
+                   "paligner": cmd_paligner, "rewrite": cmd_rewrite, "export": cmd_export, "report": cmd_report,
                    "serve": cmd_serve, "generate": cmd_generate, "bon": cmd_bon, "judge": cmd_judge, "judge-serve": cmd_judge_serve}
         return handler[args.command](args)
     except CliError as err:
@@ -399,11 +413,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         print(f"# the recipe each round trains ({settings.recipe}, data.train and model.path set per round)")
         print(recipe_to_yaml(load_recipe(settings.recipe, common, check_files=False)), end="")
         return 0
+    notes: list[str] = []  # what cannot be checked here (hub models and datasets while offline), printed as comments
     if is_staged(args.recipe):
-        for stage in load_staged(args.recipe, args.overrides, check_files=not args.schema_only):
+        for stage in load_staged(args.recipe, args.overrides, check_files=not args.schema_only, notes=notes):
             print(f"# stage {stage.name} -> {stage.output}\n{recipe_to_yaml(stage.recipe)}---")
-        return 0
-    print(recipe_to_yaml(load_recipe(args.recipe, args.overrides, check_files=not args.schema_only)), end="")
+    else:
+        print(recipe_to_yaml(load_recipe(args.recipe, args.overrides, check_files=not args.schema_only, notes=notes)), end="")
+    for note in notes:
+        print(f"# note: {note}")
     return 0
 
 
@@ -749,6 +766,28 @@ def cmd_judge_serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CliError(str(err)) from None
     return serve_judge(_make_judge(args), args.host, args.port, args.serve_api_key, args.allow_unauthenticated)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from alignkit.engine.export import ExportError, export_model
+
+    try:
+        out = export_model(args.source, args.out, merge_lora=args.merge_lora, dtype=args.dtype)
+    except ExportError as err:
+        raise CliError(str(err)) from None
+    print(f"exported {args.source} to {out} (model card: {out / 'README.md'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from alignkit.engine.report import write_report
+
+    try:
+        out = write_report(args.runs, args.out, args.gym_eval, args.judge, args.tradeoff, args.title)
+    except (ValueError, OSError) as err:
+        raise CliError(str(err)) from None
+    print(f"report written to {out}")
+    return 0
 
 
 if __name__ == "__main__":  # `python -m alignkit.cli` (after every command function is defined)

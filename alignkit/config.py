@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
+from alignkit.data.sources import DataSource, check_source, parse_source
+
 TINY_MODEL_PREFIX = "tiny:"
 
 # `method:` names -> the module defining the method (Args, loss, Method). A recipe may also name any
@@ -39,6 +41,7 @@ METHODS: dict[str, str] = {
     "sft": "alignkit.trainers.sft",
 }
 SAVED_RECIPE = "alignkit_recipe.yaml"  # written beside every checkpoint alignkit saves
+RUN_SUMMARY = "run_summary.json"  # written into training.output_dir when training ends (read by export and report)
 
 
 def method_module(method: str) -> Any:
@@ -94,10 +97,14 @@ class ModelSettings(_Strict):
 
 
 class DataSettings(_Strict):
-    """Training/eval sources and how records become token sequences."""
+    """Training/eval sources and how records become token sequences.
 
-    train: list[str]
-    eval: list[str] = Field(default_factory=list)
+    A source is a data file, a dataset repository (`hf:ORG/NAME[:CONFIG][@REVISION][/SPLIT]`, or a mapping with
+    `path`, `config`, `split`, `revision`, `data_dir`, `columns`) and may carry a `weight` or `max_records` to mix
+    several sources (see `alignkit.data.sources` and docs/datasets.md)."""
+
+    train: list[str | DataSource] = Field(description="training sources (files, hf: datasets, or mappings); several are concatenated or mixed")
+    eval: list[str | DataSource] = Field(default_factory=list, description="evaluation sources; an hf: dataset's split defaults to test")
     format: str = "preference"
     template: str = Field("chat", description="chat, alpaca, pku, raw, or a format string with {prompt} (see alignkit.data.templates)")
     max_length: int = Field(1024, gt=0)
@@ -108,7 +115,13 @@ class DataSettings(_Strict):
     @field_validator("train", "eval", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        return [value] if isinstance(value, (str, dict)) else value
+
+    @field_validator("train", "eval")
+    @classmethod
+    def _resolve_sources(cls, value: list[str | DataSource], info: ValidationInfo) -> list[str | DataSource]:
+        # hf: short forms become mappings (config, revision, split as fields), so `recipes show` prints what loads.
+        return [parse_source(v, "train" if info.field_name == "train" else "test") for v in value]
 
     @field_validator("template")
     @classmethod
@@ -181,6 +194,51 @@ class LaunchSettings(_Strict):
     extra_args: list[str] = Field(default_factory=list)
 
 
+class GenerationEvalSettings(_Strict):
+    """The optional `eval:` section: evaluation by sampling during training, for any method (the engine adds a
+    callback; see docs/tracking.md). Every `generate_every` optimizer steps the current policy samples the eval
+    prompts, a scorer scores them, and the win rate against the reference policy's samples (drawn once, cached)
+    is logged with its standard error, plus a table of samples (TensorBoard text and a JSONL file per evaluation)."""
+
+    generate_every: int = Field(gt=0, description="optimizer steps between evaluations (one also runs before the first step)")
+    scorer: Literal["reward-model", "gold", "judge"] = Field(description="reward-model (a sequence classifier), gold (the "
+                                                             "gym's gold reward) or judge (a pointwise LLM judge)")
+    scorer_model: str | None = Field(None, description="the reward model folder, or the judge's model folder or endpoint URL")
+    scorer_template: str | None = Field(None, description="the template the scorer reads prompts with (default: data.template)")
+    prompts: int = Field(32, gt=0, description="how many distinct eval prompts (data.eval, else data.train) are sampled")
+    num_samples: int = Field(2, gt=0, description="policy samples per prompt at each evaluation")
+    reference_samples: int = Field(8, gt=0, description="reference-policy samples per prompt, drawn once and cached")
+    reference_model: str | None = Field(None, description="the reference policy (default: the policy's initial weights)")
+    procedure: Literal["standard", "bon", "won"] = Field("standard", description="the win rate of one sample (standard), "
+                                                        "or of the best (bon) / worst (won) of n, both sides alike")
+    n: int = Field(1, gt=0, description="N of best-/worst-of-N (at most num_samples)")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(128, gt=0)
+    seed: int = Field(0, description="sampling seed, the same at every evaluation so the policy is what changes")
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="policy sampler: HF generate on the policy, or vLLM "
+                                                   "with weight sync (auto: vLLM where it is faster)")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    table_rows: int = Field(8, ge=0, description="rows of the samples table logged at each evaluation")
+
+    @field_validator("n")
+    @classmethod
+    def _enough_samples(cls, value: int, info: ValidationInfo) -> int:
+        samples = info.data.get("num_samples")
+        if samples is not None and value > samples and info.data.get("procedure") != "standard":
+            raise ValueError(f"best-/worst-of-{value} needs num_samples >= {value} (got {samples}): the U-statistic draws N-subsets")
+        return value
+
+    @field_validator("scorer_model", mode="after")
+    @classmethod
+    def _model_for_scorer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("scorer") in ("reward-model", "judge"):
+            raise ValueError(f"scorer {info.data['scorer']} needs scorer_model (a model folder, or an endpoint URL for a judge)")
+        return value
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
 class Recipe(_Strict):
     """One runnable experiment."""
 
@@ -190,6 +248,7 @@ class Recipe(_Strict):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     method_args: dict[str, Any] = Field(default_factory=dict)
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
+    eval: GenerationEvalSettings | None = Field(None, description="evaluation by sampling during training (optional)")
 
     @field_validator("method")
     @classmethod
@@ -277,8 +336,10 @@ def _check_training_extra(training: TrainingSettings) -> list[str]:
 # loading
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
-    """Read a YAML recipe, apply `a.b=value` overrides, validate it and check that files exist."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True,
+                notes: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply `a.b=value` overrides, validate it and check that files exist (with `notes`, what
+    cannot be checked offline is noted there instead of failing; see `check_recipe_files`)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
@@ -292,7 +353,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
         apply_override(raw, item, path)
     recipe = validate_recipe(raw, path)
     if check_files:
-        check_recipe_files(recipe, path)
+        check_recipe_files(recipe, path, notes=notes)
     return recipe
 
 
@@ -335,13 +396,23 @@ def validate_recipe(raw: dict[str, Any], source: Path | str = "<recipe>") -> Rec
     return recipe
 
 
-def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>", pending: frozenset[str] = frozenset()) -> None:
-    """Fail early when a file the recipe names is missing (`pending`: paths an earlier stage will write)."""
+def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>", pending: frozenset[str] = frozenset(),
+                       notes: list[str] | None = None) -> None:
+    """Fail early when a file, model or dataset the recipe names is missing (`pending`: paths an earlier stage will
+    write). With a `notes` list (`alignkit recipes show`), what cannot be checked offline (a hub model or dataset
+    with no cached copy while the hub is offline) is added there instead of failing."""
     missing = []
-    for field, paths in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
-        for i, p in enumerate(paths):
-            if not Path(p).exists():
-                missing.append(f"{field}[{i}]: file not found: {p} (relative paths resolve against {Path.cwd()})")
+    for field, entries in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        for i, entry in enumerate(entries):
+            if isinstance(entry, str) and entry in pending:
+                continue
+            problem, note = check_source(entry)
+            if problem and not isinstance(entry, DataSource) and problem.startswith("file not found"):
+                problem += f" (relative paths resolve against {Path.cwd()})"
+            if problem:
+                missing.append(f"{field}[{i}]: {problem}")
+            elif note and notes is not None:
+                notes.append(f"{source}: {field}[{i}]: {note}")
     for field, value in (("launch.config_file", recipe.launch.config_file), ("training.deepspeed", recipe.training.deepspeed)):
         if value and not Path(value).is_file():
             missing.append(f"{field}: file not found: {value}")
@@ -358,7 +429,10 @@ def check_recipe_files(recipe: Recipe, source: Path | str = "<recipe>", pending:
     elif model_path not in pending:
         for field, value in (("model.path", model_path), ("model.tokenizer", recipe.model.tokenizer)):
             problem = model_source_problem(value, recipe.model.revision) if value and not value.startswith(TINY_MODEL_PREFIX) else None
-            if problem:
+            if problem and notes is not None and problem.endswith(OFFLINE_UNCACHED):
+                notes.append(f"{source}: {field}: {value!r} is a hub model, not checked: the hub is offline (HF_HUB_OFFLINE) "
+                             "and has no cached copy; `alignkit train` needs hub access or a local copy")
+            elif problem:
                 missing.append(f"{field}: {problem}")
     if missing:
         raise RecipeError("\n".join(f"{source}: {m}" for m in missing))
@@ -406,7 +480,8 @@ def is_staged(path: str | Path) -> bool:
     return "stages" in top_level_keys(path)
 
 
-def load_staged(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> list[ResolvedStage]:
+def load_staged(path: str | Path, overrides: list[str] | None = None, check_files: bool = True,
+                notes: list[str] | None = None) -> list[ResolvedStage]:
     """Validate every stage of a staged recipe, resolving `${stage}` (in `set` values and inline recipes) to
     that stage's final model folder.
 
@@ -446,7 +521,7 @@ def load_staged(path: str | Path, overrides: list[str] | None = None, check_file
                 apply_override(inline, item, source)
             recipe = validate_recipe(inline, source)
         if check_files:
-            check_recipe_files(recipe, source, pending=frozenset(outputs.values()))
+            check_recipe_files(recipe, source, pending=frozenset(outputs.values()), notes=notes)
         output = Path(recipe.training.output_dir) / "final"
         outputs[stage.name] = str(output)
         resolved.append(ResolvedStage(stage.name, recipe, output))
@@ -507,14 +582,17 @@ def model_source_problem(path: str, revision: str | None = None) -> str | None:
     except HFValidationError:
         return f"{path!r} is neither a local folder nor a valid hub id (org/name)"
     if hub_offline() and not isinstance(try_to_load_from_cache(path, "config.json", revision=revision), str):
-        return (f"{path!r} is not a local folder, and the hub is offline (HF_HUB_OFFLINE) with no cached copy of it; "
-                f"download it first or give a local folder")
+        return f"{path!r} is not a local folder, and the hub is offline (HF_HUB_OFFLINE) with no cached copy of it; {OFFLINE_UNCACHED}"
     return None
+
+
+OFFLINE_UNCACHED = "download it first or give a local folder"  # ends the problem `model_source_problem` reports offline
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
     """The fully resolved recipe (defaults filled in) as YAML."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    # An absent `eval:` section is left out, so recipes (and the stage keys hashed from them) read as before it existed.
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude={"eval"} if recipe.eval is None else None), sort_keys=False)
 
 
 def _looks_local(path: str) -> bool:

@@ -1,7 +1,8 @@
-"""Read JSONL, JSON, Parquet, CSV and saved `datasets` folders into validated records.
+"""Read JSONL, JSON, Parquet, CSV, saved `datasets` folders and dataset repositories (`hf:ORG/NAME`, see
+`alignkit.data.sources`) into validated records.
 
-Every row keeps its location (file and line for JSONL/CSV, file and row for the others) so a bad
-record fails with a message naming the file, the line, the field and what was expected. With
+Every row keeps its location (file and line for JSONL/CSV, file or dataset split and row for the others) so a
+bad record fails with a message naming the source, the line, the field and what was expected. With
 `skip_invalid=True` bad rows are skipped instead, and counted by reason.
 """
 
@@ -13,12 +14,15 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pydantic import ValidationError
 
 from alignkit.data.adapters import ADAPTERS, detect_format
 from alignkit.data.records import Record
+
+if TYPE_CHECKING:
+    from alignkit.data.sources import DataSource
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -59,8 +63,17 @@ class LoadResult:
         return "; ".join(f"{n}× {r}" for r, n in self.skipped.most_common())
 
 
-def iter_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (location, row) pairs from one file or saved `datasets` folder."""
+def iter_rows(path: "str | Path | DataSource") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, row) pairs from one file, saved `datasets` folder or dataset repository (`hf:...` or a
+    `DataSource`, whose column mapping is applied)."""
+    from alignkit.data.sources import HUB_PREFIX, DataSource, apply_columns, as_source, iter_hub_rows
+
+    if isinstance(path, DataSource) or str(path).startswith(HUB_PREFIX):
+        src = as_source(path)
+        rows = iter_hub_rows(src) if src.is_hub else iter_rows(src.path)
+        for loc, row in rows:
+            yield loc, apply_columns(row, src.columns)
+        return
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -190,9 +203,12 @@ def describe_error(err: Exception) -> str:
     return str(err)
 
 
-def load_records(paths: str | Path | list[str | Path], format: str | None = None, skip_invalid: bool = False) -> LoadResult:
-    """Load and validate records from one or more files in the given (or detected) format."""
-    if isinstance(paths, (str, Path)):
+def load_records(paths: "str | Path | DataSource | list[str | Path | DataSource]", format: str | None = None,
+                 skip_invalid: bool = False) -> LoadResult:
+    """Load and validate records from one or more files or dataset repositories in the given (or detected) format."""
+    from alignkit.data.sources import source_label
+
+    if not isinstance(paths, (list, tuple)):
         paths = [paths]
     result = LoadResult(records=[], format=format or "")
     adapter = ADAPTERS.get(format) if format else None
@@ -211,6 +227,8 @@ def load_records(paths: str | Path | list[str | Path], format: str | None = None
                 record = adapter.convert(row)
             except (ValueError, TypeError) as err:
                 reason = describe_error(err)
+                if "required field is missing" in reason and row:  # a column mapping or format mismatch: show what is there
+                    reason += f"; the row has {', '.join(map(str, row))}"
                 if not skip_invalid:
                     raise DataError(f"{loc}: {reason} (format {adapter.name if adapter else format})") from None
                 key = reason.split(":")[0] if reason.startswith("field") else reason
@@ -226,7 +244,7 @@ def load_records(paths: str | Path | list[str | Path], format: str | None = None
                 result.examples.setdefault("duplicate", f"{loc}: exact duplicate of an earlier record")
             seen.add(identity)
             result.records.append(record)
-    names = ", ".join(map(str, paths))
+    names = ", ".join(source_label(p) for p in paths)
     if result.rows == 0:
         raise DataError(f"{names}: no rows found")
     if not result.records:  # fail here, not in a trainer's empty batch much later

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.config import Recipe, method_module
-from alignkit.data.loaders import load_records
 from alignkit.data.records import convert
+from alignkit.data.sources import Mixture, load_sources
 from alignkit.distributed import cpu_multiprocess, distributed_state
 from alignkit.engine.signals import Rewards, Samples, SequenceLogps, SignalReport, TokenTopK
 
@@ -40,6 +40,9 @@ class Prepared:
     signals: list[Any] = field(default_factory=list)
     signal_report: SignalReport = field(default_factory=SignalReport)
     notes: list[str] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)  # the train records after the mixture and the method's selection
+    eval_records: list[Any] = field(default_factory=list)
+    data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # records per source: {"train": [...], "eval": [...]}
 
 
 @dataclass
@@ -59,21 +62,23 @@ class TrainSummary:
     reference: str
     notes: list[str]
     start_step: int = 0  # the resumed checkpoint's step (0 for a fresh run)
+    data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # records per source (train, eval)
 
 
-def _records_for(method: Any, paths: list[str], recipe: Recipe) -> tuple[list[Any], str]:
-    result = load_records(paths, recipe.data.format, skip_invalid=recipe.data.skip_invalid)
-    records = result.records
+def _records_for(method: Any, entries: list[Any], recipe: Recipe, split: str) -> tuple[list[Any], Mixture]:
+    mixture = load_sources(entries, recipe.data.format, skip_invalid=recipe.data.skip_invalid, seed=recipe.training.seed,
+                           default_split=split)
     want = method.record_type
-    if records and not isinstance(records[0], want):
+    records = []
+    for record in mixture.records:  # sources may differ in format (a mixture), so convert record by record
         try:
-            records = [convert(r, want) for r in records]
+            records.append(convert(record, want))
         except TypeError:
             raise ValueError(
                 f"method {recipe.method!r} trains on {want.__name__} records, but data.format "
-                f"{recipe.data.format!r} gives {type(records[0]).__name__} records"
+                f"{recipe.data.format!r} gives {type(record).__name__} records"
             ) from None
-    return records, result.summary()
+    return records, mixture
 
 
 def load_method(recipe: Recipe, tokenizer: Any) -> Any:
@@ -87,18 +92,21 @@ def build(recipe: Recipe, compute_signals: bool = True) -> Prepared:
 
     tokenizer = load_tokenizer(recipe.model)
     method = load_method(recipe, tokenizer)
-    records, note = _records_for(method, recipe.data.train, recipe)
-    notes = [f"train data: {note}"]
+    records, mixture = _records_for(method, recipe.data.train, recipe, "train")
+    notes = [f"train data: {mixture.summary()}"]
+    data = {"train": [s.to_json() for s in mixture.sources]}
     selected = method.select_records(records)
     if len(selected) != len(records):
         notes.append(f"train data: {recipe.method} kept {len(selected)} of {len(records)} records (method's selection, e.g. CUT's Align-P downsampling)")
         records = selected
     eval_records: list[Any] = []
     if recipe.data.eval:
-        eval_records, eval_note = _records_for(method, recipe.data.eval, recipe)
-        notes.append(f"eval data: {eval_note}")
+        eval_records, eval_mixture = _records_for(method, recipe.data.eval, recipe, "test")
+        notes.append(f"eval data: {eval_mixture.summary()}")
+        data["eval"] = [s.to_json() for s in eval_mixture.sources]
     signals = method.signals(recipe)
-    prep = Prepared(recipe, method, tokenizer, [], [], "", signals, notes=notes)
+    prep = Prepared(recipe, method, tokenizer, [], [], "", signals, notes=notes, records=records, eval_records=eval_records,
+                    data=data)
     if compute_signals:
         _record_signals(prep, records + eval_records)
     prep.train_examples = [method.build_example(r) for r in records]
@@ -201,6 +209,11 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
 
     set_seed(recipe.training.seed)
     prep = build(recipe)  # signals first: under ZeRO-3, models loaded after TrainingArguments are sharded
+    reference = None
+    if recipe.eval is not None:  # the reference policy's samples for evaluation by sampling, drawn once and cached
+        from alignkit.engine.generation_eval import reference_samples
+
+        reference = reference_samples(prep)
     args = training_arguments(recipe)
     model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=recipe.training.gradient_checkpointing,
                            kind=getattr(prep.method, "model_kind", "causal_lm"))
@@ -211,6 +224,12 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         eval_dataset=datasets.Dataset.from_list(prep.eval_examples),
         processing_class=prep.tokenizer, callbacks=prep.method.training_callbacks(recipe),
     )
+    generation_eval = None
+    if reference is not None:
+        from alignkit.engine.generation_eval import GenerationEvalCallback
+
+        generation_eval = GenerationEvalCallback(trainer, recipe, reference)
+        trainer.add_callback(generation_eval)
     t0 = time.perf_counter()
     from alignkit.engine.checkpoints import checkpoint_step, resolve_resume
 
@@ -224,14 +243,38 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         from alignkit.config import SAVED_RECIPE, recipe_to_yaml
 
         write_text_atomic(final / SAVED_RECIPE, recipe_to_yaml(recipe))
-    after = _strip_eval(trainer.evaluate())
+    after = strip_eval(trainer.evaluate())
     first_eval = next((h for h in trainer.state.log_history if "eval_loss" in h), {})
-    return TrainSummary(
+    if generation_eval is not None and generation_eval.last:
+        g = generation_eval.last
+        prep.notes.append(f"generation eval: {recipe.eval.procedure} win rate vs reference {g['eval_gen/win_rate']:.3f} ± "
+                          f"{g['eval_gen/win_rate_se']:.3f} at the last step ({recipe.eval.scorer}; mean score "
+                          f"{g['eval_gen/reward']:.3f} vs {g['eval_gen/reference_reward']:.3f}; samples in "
+                          f"{generation_eval.out_dir})")
+    summary = TrainSummary(
         method=recipe.method, model=recipe.model.path, train_examples=len(prep.train_examples),
         eval_examples=len(prep.eval_examples), eval_name=prep.eval_name, steps=result.global_step,
-        seconds=seconds, before=_strip_eval(first_eval), after=after, checkpoint=str(final),
+        seconds=seconds, before=strip_eval(first_eval), after=after, checkpoint=str(final),
         reference=_reference_note(prep), notes=prep.notes, start_step=checkpoint_step(resume_arg) if resume_arg else 0,
+        data=prep.data,
     )
+    if trainer.is_world_process_zero():
+        write_run_summary(summary, recipe, trainer.state.log_history)
+    return summary
+
+
+def write_run_summary(summary: TrainSummary, recipe: Recipe, log_history: list[dict[str, Any]]) -> Path:
+    """Persist what the run did (the summary, the resolved recipe and the whole log history) as
+    `<output_dir>/run_summary.json`, which `alignkit export` and `alignkit report` read."""
+    import dataclasses
+
+    from alignkit.cache import write_text_atomic
+    from alignkit.config import RUN_SUMMARY
+
+    path = Path(recipe.training.output_dir) / RUN_SUMMARY
+    value = {**dataclasses.asdict(summary), "recipe": recipe.model_dump(mode="json"), "log_history": log_history}
+    write_text_atomic(path, json.dumps(value, indent=1, default=str) + "\n")
+    return path
 
 
 STAGE_MARKER = "stage.json"
@@ -262,7 +305,8 @@ def mark_stage_complete(stage: Any) -> None:
     write_text_atomic(stage.output.parent / STAGE_MARKER, json.dumps({"stage": stage.name, "recipe": content_key(recipe_to_yaml(stage.recipe))}))
 
 
-def _strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
+def strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
+    """Evaluation metrics without the `eval_` prefix and without timing entries."""
     skip = ("_runtime", "_per_second", "_preparation_time")
     return {k.removeprefix("eval_"): v for k, v in metrics.items() if k.startswith("eval_") and not k.endswith(skip)}
 
@@ -293,7 +337,10 @@ def format_summary(summary: TrainSummary) -> Any:
 
 def summary_lines(summary: TrainSummary) -> list[str]:
     """The run's facts, one per line, printed under the table."""
-    return [
+    mix = [f"{split} mix: " + ", ".join(f"{s['source']} {s['records']}" + (f" of {s['loaded']}" if s["loaded"] != s["records"] else "")
+                                         for s in sources)
+           for split, sources in summary.data.items() if len(sources) > 1]
+    return mix + [
         f"model: {summary.model}",
         f"trained: {summary.train_examples} examples, {summary.steps - summary.start_step} optimizer steps this run "
         f"(total {summary.steps}) in {summary.seconds:.1f}s",
