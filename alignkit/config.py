@@ -111,6 +111,8 @@ class DataSettings(_Strict):
     max_prompt_length: int = Field(512, gt=0)
     skip_invalid: bool = False
     packing: bool = Field(False, description="padding-free batches: all sequences in one row (sdpa, eager, flash-attention)")
+    share_prompts: bool = Field(False, description="compute a prompt shared by several sequences once (DPO's chosen and "
+                                "rejected, D2O's K + 1): a 4D attention mask per prompt group (sdpa, eager)")
 
     @field_validator("train", "eval", mode="before")
     @classmethod

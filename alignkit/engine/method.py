@@ -94,12 +94,18 @@ class CompletionMethod:
     record_type: type = object
     trainer_class: type | None = None
     model_kind: str = "causal_lm"
+    supports_shared_prompts: bool = False  # True for methods that read only `completion_logps` (shared-prompt layout)
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
         self.args = args
         self.tokens = PromptCompletionTokenizer(tokenizer, data.template, data.max_length, data.max_prompt_length)
         self.pad_id = tokenizer.pad_token_id
         self.packing = data.packing
+        self.share_prompts = getattr(data, "share_prompts", False)
+        if self.share_prompts and not self.supports_shared_prompts:
+            raise ValueError(f"method {type(self).__module__} reads per-position layouts; data.share_prompts is not supported")
+        if self.share_prompts and self.packing:
+            raise ValueError("data.share_prompts and data.packing are two layouts; choose one")
         self.signal_values: dict[str, Any] = {}  # filled by the engine: name -> samples, rewards or a TopKStore
 
     def signals(self, recipe: Any) -> list[Any]:
@@ -120,7 +126,7 @@ class CompletionMethod:
 
     def batch(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
         """(prompt, completion) rows as a padded or packed batch."""
-        return rows_to_batch(rows, self.pad_id, self.packing)
+        return rows_to_batch(rows, self.pad_id, self.packing, self.share_prompts)
 
     def batch_with_reference(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
                              examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

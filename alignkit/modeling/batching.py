@@ -6,6 +6,14 @@ layouts, both carrying `sequence_index` (which sequence each token belongs to):
 - packed (padding-free): all sequences in one row with restarting `position_ids` and no attention
   mask. transformers then builds block-diagonal causal attention (flash-attention varlen on GPU;
   SDPA and eager on CPU too), so packed and padded log-probs agree.
+
+A third layout computes a prompt shared by several sequences once (`shared_prompt_rows`): one row per
+distinct prompt holding the prompt followed by each of its completions, with a 4D attention mask in which
+every completion sees the prompt and itself (causally) but not the other completions, and position ids
+that continue from the prompt for each completion. A completion's first token is predicted from the
+prompt's last position, so the batch lists, for every scored token in sequence order, where its predicting
+hidden state is (`pred_row`, `pred_col`) and its label. D²O's K + 1 sequences per prompt and DPO's chosen and
+rejected then cost one prompt each instead of K + 1 or 2; the log-probs equal the unshared ones (tested).
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ PAD_MULTIPLE = 8
 Rows = Sequence[tuple[Sequence[int], Sequence[int]]]
 
 
-def rows_to_batch(rows: Rows, pad_id: int, packing: bool = False) -> dict[str, torch.Tensor]:
-    """(prompt, completion) rows as a padded or a packed batch."""
+def rows_to_batch(rows: Rows, pad_id: int, packing: bool = False, share_prompts: bool = False) -> dict[str, torch.Tensor]:
+    """(prompt, completion) rows as a padded, a packed or a shared-prompt batch."""
+    if share_prompts:
+        return shared_prompt_rows(rows, pad_id)
     return pack_rows(rows, pad_id) if packing else pad_rows(rows, pad_id)
 
 
@@ -59,3 +69,52 @@ def pad_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str,
         loss_mask[i, len(p) : n] = 1
     sequence_index = torch.arange(len(rows))[:, None].expand(len(rows), width).contiguous()
     return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask, "sequence_index": sequence_index}
+
+
+def shared_prompt_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
+    """(prompt, completion) rows with each distinct prompt computed once (see the module docstring).
+
+    Returns input_ids / position_ids [G, W], attention_mask [G, 1, W, W] (0 where attended, −inf elsewhere,
+    fp32), and per scored token, ordered by sequence: pred_row, pred_col, labels [N]; sequence_index [1, N + 1]
+    (its [:, 1:] names each scored token's sequence, as in the other layouts) and loss_mask [1, N + 1]."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (p, _) in enumerate(rows):
+        groups.setdefault(tuple(p), []).append(i)
+    lengths = [len(p) + sum(len(rows[i][1]) for i in members) for p, members in groups.items()]
+    width = -(-max(lengths) // multiple) * multiple
+    g = len(groups)
+    input_ids = torch.full((g, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((g, width), dtype=torch.long)
+    allowed = torch.zeros((g, width, width), dtype=torch.bool)
+    where: dict[int, tuple[int, int, int]] = {}  # row -> (group, start column, prompt length)
+    for gi, (prompt, members) in enumerate(groups.items()):
+        n = len(prompt)
+        input_ids[gi, :n] = torch.tensor(prompt, dtype=torch.long)
+        positions[gi, :n] = torch.arange(n)
+        allowed[gi, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        col = n
+        for i in members:
+            c = rows[i][1]
+            m = len(c)
+            input_ids[gi, col : col + m] = torch.tensor(list(c), dtype=torch.long)
+            positions[gi, col : col + m] = torch.arange(n, n + m)
+            allowed[gi, col : col + m, :n] = True
+            allowed[gi, col : col + m, col : col + m] = torch.ones(m, m, dtype=torch.bool).tril()
+            where[i] = (gi, col, n)
+            col += m
+        allowed[gi, col:, 0] = True  # padding attends to something, so no row of the softmax is empty
+    pred_row, pred_col, labels, seq = [], [], [], []
+    for i, (_, completion) in enumerate(rows):
+        gi, col, n = where[i]
+        for j, token in enumerate(completion):
+            pred_row.append(gi)
+            pred_col.append(n - 1 if j == 0 else col + j - 1)
+            labels.append(token)
+            seq.append(i)
+    mask = torch.zeros((g, 1, width, width))
+    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    sequence_index = as_long(seq[:1] + seq)[None]
+    return {"input_ids": input_ids, "position_ids": positions, "attention_mask": mask, "pred_row": as_long(pred_row),
+            "pred_col": as_long(pred_col), "labels": as_long(labels), "sequence_index": sequence_index,
+            "loss_mask": torch.ones_like(sequence_index)}

@@ -133,6 +133,8 @@ def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     config = getattr(base, "config", None)
     if any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
         raise ValueError(f"{type(base).__name__} transforms its logits after the head; use logprob_chunk_size: null")
+    if attention_mask is not None and attention_mask.ndim == 4:  # a custom additive mask (shared prompts): model dtype
+        attention_mask = attention_mask.to(next(base.parameters()).dtype)
     kwargs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": False}
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
@@ -181,7 +183,15 @@ def batch_hidden_states(model: Any, batch: dict[str, torch.Tensor]) -> tuple[tor
 
 
 def batch_token_logprobs(model: Any, batch: dict[str, torch.Tensor], chunk_size: int | None = 256, log1m: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sequence_token_logprobs` for a padded or packed batch from `modeling.batching`."""
+    """`sequence_token_logprobs` for a padded, packed or shared-prompt batch from `modeling.batching`.
+
+    For a shared-prompt batch the values are one row [1, N] of the scored tokens in sequence order (mask all
+    True), which `per_sequence_sum` and `completion_matrix` read like the other layouts."""
+    if "pred_row" in batch:
+        hidden, head = hidden_states(model, batch["input_ids"], batch["attention_mask"], batch["position_ids"])
+        picked = hidden[batch["pred_row"], batch["pred_col"]][None]
+        logps = token_logprobs_from_hidden(picked, head, batch["labels"][None], chunk_size or picked.shape[1], log1m)
+        return logps, torch.ones(logps.shape[:2], dtype=torch.bool, device=logps.device)
     return sequence_token_logprobs(
         model, batch["input_ids"], batch.get("attention_mask"), batch["loss_mask"], chunk_size, batch.get("position_ids"), log1m
     )

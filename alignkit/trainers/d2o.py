@@ -102,6 +102,7 @@ def d2o_loss(
 class Method(CompletionMethod):
     """D²O as an engine method."""
 
+    supports_shared_prompts = True
     record_type = NegativeOnly
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:

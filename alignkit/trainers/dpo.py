@@ -69,6 +69,7 @@ def dpo_loss(
 class Method(CompletionMethod):
     """DPO as an engine method: examples, collation, sequence log-probs and the loss with metrics."""
 
+    supports_shared_prompts = True
     record_type = PreferencePair
 
     def signals(self, recipe: Any) -> list[Any]:

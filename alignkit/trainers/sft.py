@@ -25,6 +25,7 @@ def sft_loss(token_logps_sum: torch.Tensor, token_counts: torch.Tensor) -> torch
 class Method(CompletionMethod):
     """SFT as an engine method."""
 
+    supports_shared_prompts = True
     record_type = SFTExample
 
     def build_example(self, record: SFTExample) -> dict[str, Any]:
