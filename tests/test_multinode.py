@@ -25,10 +25,16 @@ COMMON = ["model.path=tiny:xs", "data.eval=[]", "training.max_steps=6", "trainin
 TIMEOUT = 300  # a machine whose peer died waits for the rendezvous: never let the test hang on it
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports (all held open until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def sets(items: list[str]) -> list[str]:
@@ -76,7 +82,7 @@ def test_two_machines_give_the_one_machine_loss_curve(tmp_path):
     train(load_recipe(RECIPE, [*COMMON, f"training.output_dir={tmp_path / 'one'}", "training.per_device_train_batch_size=16"]))
 
     per_device = [*COMMON, "training.per_device_train_batch_size=8"]
-    port = free_port()
+    port, single_port = free_ports(2)
 
     def launch(config: str, *args: str, out: str) -> list[str]:
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *args,
@@ -87,7 +93,7 @@ def test_two_machines_give_the_one_machine_loss_curve(tmp_path):
         "machine 0": launch("launch/multinode_zero3.yaml", *machine, "--machine_rank", "0", out="nodes"),
         "machine 1": launch("launch/multinode_zero3.yaml", *machine, "--machine_rank", "1", out="nodes"),
         "two processes, one machine": launch("launch/zero3.yaml", "--num_processes", "2", "--main_process_port",
-                                             str(free_port()), out="two"),
+                                             str(single_port), out="two"),
     }
     finish({name: (start(cmd, tmp_path / f"{i}.log"), tmp_path / f"{i}.log") for i, (name, cmd) in enumerate(procs.items())})
 
