@@ -80,7 +80,7 @@ def test_weight_sync_matches_hf_with_new_weights(engine, hf):
 def test_weight_sync_passes_tensors_in_memory_and_copies_them(engine, hf, monkeypatch):
     """The in-process engine takes the state dict without a file, and copies it: changing the model after the
     sync (the next optimizer step) does not change what the engine generates until the next sync."""
-    import alignkit.generation.vllm_engine as vllm_engine
+    from alignkit.generation import vllm_engine
 
     assert engine.in_process_worker()
     monkeypatch.setattr(vllm_engine, "save_checkpoint_weights", lambda *a: pytest.fail("synced through disk"))

@@ -81,11 +81,11 @@ def dpo_two_steps(tmp_path: Path, cuda: bool, *extra: str) -> list[dict]:
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     run = subprocess.run([sys.executable, "-m", "alignkit", "train", "recipes/dpo_tiny.yaml", *[x for s in sets for x in ("--set", s)]],
-                         env=env, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True, check=False)
     if run.returncode != 0 and KNOWN_BF16_HEAD_BUG in run.stderr:
         pytest.xfail("bf16 model + training.bf16: the chunked LM head gets fp32 hidden states (see KNOWN_BF16_HEAD_BUG)")
     assert run.returncode == 0, run.stderr[-3000:]
-    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    state = json.loads(max(out.glob("checkpoint-*/trainer_state.json")).read_text())
     return [e for e in state["log_history"] if "loss" in e]
 
 

@@ -42,7 +42,7 @@ def sets(items: list[str]) -> list[str]:
 
 
 def curve(out: Path) -> tuple[list[tuple[int, float]], float]:
-    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    state = json.loads(max(out.glob("checkpoint-*/trainer_state.json")).read_text())
     return [(e["step"], e["loss"]) for e in state["log_history"] if "loss" in e], state["epoch"]
 
 
