@@ -77,6 +77,28 @@ def test_weight_sync_matches_hf_with_new_weights(engine, hf):
     assert_same_greedy(after, hf.generate(PROMPTS, params))
 
 
+def test_weight_sync_passes_tensors_in_memory_and_copies_them(engine, hf, monkeypatch):
+    """The in-process engine takes the state dict without a file, and copies it: changing the model after the
+    sync (the next optimizer step) does not change what the engine generates until the next sync."""
+    from alignkit.generation import vllm_engine
+
+    assert engine.in_process_worker()
+    monkeypatch.setattr(vllm_engine, "save_checkpoint_weights", lambda *a: pytest.fail("synced through disk"))
+    params = SamplingParams(n=1, temperature=0, max_tokens=24, logprobs=True)
+    engine.sync_weights(hf.model)
+    synced = engine.generate(PROMPTS, params)
+    assert_same_greedy(synced, hf.generate(PROMPTS, params))
+    with torch.no_grad():
+        for p in hf.model.parameters():
+            p.mul_(-1.0)
+    after = engine.generate(PROMPTS, params)
+    assert [r.completions[0].token_ids for r in after] == [r.completions[0].token_ids for r in synced]
+    assert [r.completions[0].logprobs for r in after] == [r.completions[0].logprobs for r in synced]
+    with torch.no_grad():
+        for p in hf.model.parameters():
+            p.mul_(-1.0)
+
+
 def test_weight_sync_from_a_lora_model_merges_the_adapter(engine):
     from peft import LoraConfig, get_peft_model
 
@@ -104,6 +126,11 @@ def test_failed_sync_raises_and_a_new_engine_still_starts(engine, tmp_path):
     # vLLM shares rotary-embedding modules across engines; the failed reload must not break the next engine.
     fresh = VLLMGenerator(MODEL, enforce_eager=True)
     assert fresh.generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=4))[0].completions[0].text
+    # The in-memory path (sync_weights' default here) fails the same way.
+    with pytest.raises(GenerationError, match="from memory failed; the engine's weights are in an unknown state"):
+        fresh.sync_weights({"model.embed_tokens.weight": torch.zeros(3, 3)})
+    with pytest.raises(GenerationError, match="unusable after a failed weight sync"):
+        fresh.generate(PROMPTS[:1], SamplingParams(max_tokens=4))
 
 
 def test_hung_sync_times_out(engine, tmp_path, monkeypatch):
@@ -114,4 +141,6 @@ def test_hung_sync_times_out(engine, tmp_path, monkeypatch):
     start = time.perf_counter()
     with pytest.raises(GenerationError, match="did not finish within 1 s"):
         engine.load_weights(tmp_path, timeout=1)
-    assert time.perf_counter() - start < 5
+    with pytest.raises(GenerationError, match="from memory did not finish within 1 s"):
+        engine.sync_weights({"x": torch.zeros(1)}, timeout=1)
+    assert time.perf_counter() - start < 8

@@ -21,8 +21,11 @@ CPU (whole prompts are prefilled in one step): vLLM-CPU crashes when a seeded re
 which long prompts such as URIAL's make happen.
 
 Weight sync (`sync_weights`) pushes a trainer's current weights into the running engine without a
-restart: they are written as safetensors to a temporary folder and reloaded in place by vLLM's
-`reload_weights` worker call, bounded by a timeout so a failed sync raises instead of hanging.
+restart, through vLLM's `reload_weights` worker call (a layer-wise in-place reload that re-runs each layer's
+post-load processing, e.g. vLLM-CPU's oneDNN weight prepacking). When the engine's worker runs in this process
+(the in-process engine with one worker, alignkit's default) the tensors are handed over in memory as a weights
+iterator; otherwise they are written as safetensors to a temporary folder that the workers read. Either way the
+call is bounded by a timeout, and a sync that fails or hangs marks the engine unusable.
 """
 
 from __future__ import annotations
@@ -160,11 +163,29 @@ class VLLMGenerator:
         folder = Path(folder)
         if not any(folder.glob("*.safetensors")):
             raise GenerationError(f"weight sync: no *.safetensors files in {folder}")
+        self._reload(f"from {folder}", {"weights_path": str(folder)}, timeout)
+
+    def load_state_dict(self, state: Mapping[str, Any], timeout: float = 300.0) -> None:
+        """Reload the engine's weights in place from tensors under checkpoint names, handed to the in-process
+        worker without a copy to disk (vLLM copies them into its own parameters); raise on failure or timeout."""
+        if not self.in_process_worker():
+            raise GenerationError("weight sync from memory needs the engine's worker in this process (one worker, "
+                                  "VLLM_ENABLE_V1_MULTIPROCESSING=0); use load_weights with a folder")
+        if not state:
+            raise GenerationError("weight sync: the state dict is empty")
+        self._reload("from memory", {"weights_iterator": iter(state.items())}, timeout)
+
+    def in_process_worker(self) -> bool:
+        """Whether the engine's only worker runs in this process, so tensors reach it by reference."""
+        executor = getattr(getattr(self.llm, "llm_engine", None), "model_executor", None)
+        return any(cls.__name__ == "UniProcExecutor" for cls in type(executor).__mro__)
+
+    def _reload(self, source: str, kwargs: dict[str, Any], timeout: float) -> None:
         outcome: dict[str, BaseException | None] = {"error": None}
 
         def reload() -> None:
             try:
-                self.llm.collective_rpc("reload_weights", timeout=timeout, kwargs={"weights_path": str(folder)})
+                self.llm.collective_rpc("reload_weights", timeout=timeout, kwargs=kwargs)
                 self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 outcome["error"] = exc
@@ -173,18 +194,24 @@ class VLLMGenerator:
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
-            self.broken = f"sync from {folder} timed out"
-            raise GenerationError(f"weight sync from {folder} did not finish within {timeout:.0f} s; the engine's weights "
+            self.broken = f"sync {source} timed out"
+            raise GenerationError(f"weight sync {source} did not finish within {timeout:.0f} s; the engine's weights "
                                   "are in an unknown state, restart it")
         if outcome["error"] is not None:
             # vLLM's in-place reload moves layers to the meta device first, so a failure leaves them there.
-            self.broken = f"sync from {folder} failed"
-            raise GenerationError(f"weight sync from {folder} failed; the engine's weights are in an unknown state, "
+            self.broken = f"sync {source} failed"
+            raise GenerationError(f"weight sync {source} failed; the engine's weights are in an unknown state, "
                                   f"restart it: {outcome['error']}") from outcome["error"]
 
-    def sync_weights(self, model: Any, timeout: float = 300.0) -> None:
+    def sync_weights(self, model: Any, timeout: float = 300.0, via: str = "auto") -> None:
         """Push a model's current weights (a transformers model, a PEFT model with its LoRA merged, or a
-        state dict in checkpoint naming) into the running engine."""
+        state dict in checkpoint naming) into the running engine: `via` "memory" (the default when the
+        worker is in this process: `eval/bench_generate.py --sync` measured it faster), "disk", or "auto"."""
+        if via not in ("auto", "memory", "disk"):
+            raise ValueError(f"via must be auto, memory or disk, not {via!r}")
+        if via == "memory" or (via == "auto" and self.in_process_worker()):
+            self.load_state_dict(checkpoint_state_dict(model), timeout)
+            return
         with tempfile.TemporaryDirectory(prefix="alignkit-sync-") as tmp:
             save_checkpoint_weights(model, tmp)
             self.load_weights(tmp, timeout)
