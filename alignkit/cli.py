@@ -291,9 +291,13 @@ def launch_command(recipe_path: str, recipe, extra: Sequence[str]) -> list[str]:
     elif recipe.launch.num_processes > 1:
         cmd += ["--multi_gpu"]  # `--cpu --num_processes N` silently runs one process; gloo is picked on CPU
     cmd += ["--num_processes", str(recipe.launch.num_processes), "--num_machines", str(recipe.launch.num_machines)]
+    if recipe.launch.machine_rank is not None:
+        cmd += ["--machine_rank", str(recipe.launch.machine_rank)]
+    if recipe.launch.main_process_ip:
+        cmd += ["--main_process_ip", recipe.launch.main_process_ip]
     if recipe.launch.main_process_port:
         cmd += ["--main_process_port", str(recipe.launch.main_process_port)]
-    cmd += list(recipe.launch.extra_args)
+    cmd += [str(x) for x in recipe.launch.extra_args]
     return cmd + ["-m", "alignkit", "train", recipe_path, *extra]
 
 

@@ -192,6 +192,8 @@ class LaunchSettings(_Strict):
     config_file: str | None = None
     num_processes: int = Field(1, gt=0)
     num_machines: int = Field(1, gt=0)
+    machine_rank: int | None = Field(None, ge=0, description="this machine's rank in a multi-node launch (0 = the main one)")
+    main_process_ip: str | None = Field(None, description="the main machine's address in a multi-node launch")
     main_process_port: int | None = None
     extra_args: list[str] = Field(default_factory=list)
 

@@ -40,6 +40,18 @@ CONFIGS = {
     "alignkit dpo (c), no ckpt": ("alignkit", "precompute", False, False, "dpo"),
     "alignkit cut, no ckpt": ("alignkit", None, False, False, "cut"),
     "alignkit d2o K=4, no ckpt": ("alignkit", "precompute", False, False, "d2o"),
+    # shared prompts: each distinct prompt computed once (DPO's chosen/rejected, D²O's K + 1)
+    "alignkit (c) precompute, ckpt, shared prompts": ("alignkit", "precompute", False, True, "dpo", {"share_prompts": True}),
+    "alignkit dpo (c), no ckpt, shared prompts": ("alignkit", "precompute", False, False, "dpo", {"share_prompts": True}),
+    "alignkit d2o K=1, no ckpt": ("alignkit", "precompute", False, False, "d2o", {"num_samples": 1}),
+    "alignkit d2o K=1, no ckpt, shared": ("alignkit", "precompute", False, False, "d2o", {"num_samples": 1, "share_prompts": True}),
+    "alignkit d2o K=4, no ckpt, shared": ("alignkit", "precompute", False, False, "d2o", {"share_prompts": True}),
+    "alignkit d2o K=11, no ckpt": ("alignkit", "precompute", False, False, "d2o", {"num_samples": 11}),
+    "alignkit d2o K=11, no ckpt, shared": ("alignkit", "precompute", False, False, "d2o", {"num_samples": 11, "share_prompts": True}),
+    # distillation: a DCKD / ADPA step (the teacher's cached top-50) against a DPO step on the same pairs
+    "alignkit dckd, no ckpt": ("alignkit", None, False, False, "dckd", {"teacher": "data/gym/teacher-m-dpo"}),
+    "alignkit adpa, no ckpt": ("alignkit", None, False, False, "adpa", {"teacher": "data/gym/teacher-m-dpo",
+                                                                       "ref_teacher": "data/gym/teacher-m", "sample_max_tokens": 48}),
 }
 JUDGMENTS = "data/gym/train_judgment.jsonl"
 NEGATIVES = "data/gym/train_negative.jsonl"
@@ -52,6 +64,13 @@ BASELINE = {
     "alignkit (b) LoRA adapter off, ckpt": "trl LoRA (adapter off, ckpt)",
     "alignkit cut, no ckpt": "alignkit dpo (c), no ckpt",
     "alignkit d2o K=4, no ckpt": "alignkit dpo (c), no ckpt",
+    "alignkit (c) precompute, ckpt, shared prompts": "trl precompute (ckpt)",
+    "alignkit dpo (c), no ckpt, shared prompts": "alignkit dpo (c), no ckpt",
+    "alignkit d2o K=1, no ckpt, shared": "alignkit d2o K=1, no ckpt",
+    "alignkit d2o K=4, no ckpt, shared": "alignkit d2o K=4, no ckpt",
+    "alignkit d2o K=11, no ckpt, shared": "alignkit d2o K=11, no ckpt",
+    "alignkit dckd, no ckpt": "alignkit dpo (c), no ckpt",
+    "alignkit adpa, no ckpt": "alignkit dpo (c), no ckpt",
 }
 
 
@@ -108,6 +127,21 @@ def _real_tokens(batch: dict) -> int:
     return int(batch["attention_mask"].sum())
 
 
+def _long_prompts(path: str, out: Path) -> str:
+    """A copy of a data file whose prompts start with three unrelated sentences (the gym's rambling preambles)."""
+    from alignkit.gym.world import RAMBLE
+
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / ("long-" + Path(path).name)
+    with open(path) as src, target.open("w") as dst:
+        for i, line in enumerate(src):
+            row = json.loads(line)
+            key = "prompt" if "prompt" in row else "instruction"
+            row[key] = " ".join(RAMBLE[(i + j) % len(RAMBLE)] for j in range(3)) + " " + row[key]
+            dst.write(json.dumps(row) + "\n")
+    return str(target)
+
+
 def worker(args: argparse.Namespace) -> dict:
     """Train one configuration and report its throughput and memory as JSON."""
     import datasets
@@ -118,22 +152,32 @@ def worker(args: argparse.Namespace) -> dict:
     from alignkit.engine.trainer import AlignTrainer
     from alignkit.modeling.loading import load_causal_lm, resolve_model_path
 
-    framework, route, lora, ckpt, method = CONFIGS[args.worker]
+    framework, route, lora, ckpt, method, *rest = CONFIGS[args.worker]
+    options = dict(rest[0]) if rest else {}
+    share = options.pop("share_prompts", False)
     lora_cfg = {"r": 16, "alpha": 16, "dropout": 0.0} if lora else None
-    data = {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.max_length // 2}
+    data = {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.prompt_length or args.max_length // 2,
+            "share_prompts": share}
     if method == "cut":
         data.update(train=JUDGMENTS, format="cut")
     if method == "d2o":
         data.update(train=NEGATIVES, format="negative")
+    if args.long_prompts:  # each prompt behind a preamble of ~70 tokens: prompts ~4x the gym's responses
+        data["train"] = _long_prompts(data["train"], Path(args.out))
+    method_args = {"beta": 0.1, "reference": route} if method == "dpo" else {**D2O_ARGS} if method == "d2o" else {}
+    method_args.update(options)
     recipe = validate_recipe({
         "method": method, "model": {"path": args.model, "dtype": "float32", "lora": lora_cfg, "attn_implementation": "sdpa"},
         "data": data,
         "training": {"output_dir": args.out, "learning_rate": 1e-5, "max_steps": args.steps + args.warmup, "per_device_train_batch_size": args.batch,
                      "logging_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "gradient_checkpointing": ckpt},
-        "method_args": {"beta": 0.1, "reference": route} if method == "dpo" else D2O_ARGS if method == "d2o" else {},
+        "method_args": method_args,
     })
     prep = build(recipe)  # the same tokenisation feeds both frameworks; signals are cached before timing
+    # tokens are counted in the unshared layout, so a shared-prompt row is credited with the tokens it stands for
+    prep.method.share_prompts = False
     tokens_per_example = sum(_real_tokens(prep.method.collate([e])) for e in prep.train_examples) / len(prep.train_examples)
+    prep.method.share_prompts = share
     timer = _timer_callback(args.warmup)
     if framework == "alignkit":
         baseline = _reset_peak()
@@ -175,6 +219,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=192)
+    parser.add_argument("--prompt-length", type=int, default=None, help="max prompt length (default: half of --max-length)")
+    parser.add_argument("--long-prompts", action="store_true", help="prefix every prompt with a long preamble (prompt ~4x the response)")
     parser.add_argument("--configs", default=";".join(CONFIGS), help="semicolon-separated subset of: " + "; ".join(CONFIGS))
     parser.add_argument("--out", default="runs/bench_train")
     parser.add_argument("--json", help="also write the results here")
@@ -186,7 +232,8 @@ def main() -> None:
     results = {}
     for name in [c.strip() for c in args.configs.split(";")]:
         cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--data", args.data, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--out", f"{args.out}/{len(results)}"]
+               "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--out", f"{args.out}/{len(results)}",
+               *(["--prompt-length", str(args.prompt_length)] if args.prompt_length else []), *(["--long-prompts"] if args.long_prompts else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
@@ -195,7 +242,8 @@ def main() -> None:
         results[name] = json.loads(line[len("RESULT "):])
         print(f"done: {name}", file=sys.stderr)
     device = next(iter(results.values()))["device"] if results else "?"
-    print(f"\nTraining steps, model {args.model}, batch {args.batch} examples (DPO pairs or CUT triples), max length {args.max_length}, {args.steps} timed steps, device {device}\n")
+    print(f"\nTraining steps, model {args.model}, batch {args.batch} examples (DPO pairs or CUT triples), max length {args.max_length}, "
+          f"{args.steps} timed steps, device {device}{', long prompts' if args.long_prompts else ''}\n")
     print(f"| {'configuration':<30} | tokens/s | s/step | peak MB | vs baseline (speed, memory) |")
     print(f"|{'-' * 32}|---------:|-------:|--------:|:----------------------------|")
     for name, r in results.items():

@@ -76,6 +76,10 @@ def test_launch_command_uses_accelerate(tmp_path):
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
     assert cmd[-6:] == ["-m", "alignkit", "train", "recipes/dpo_tiny.yaml", "--set", "x=1"]
+    node = load_recipe("recipes/dpo_tiny.yaml", ["launch.config_file=launch/multinode_zero3.yaml", "launch.num_machines=2",
+                                                 "launch.machine_rank=1", "launch.main_process_ip=10.0.0.5", "launch.main_process_port=29501"])
+    cmd = launch_command("recipes/dpo_tiny.yaml", node, [])
+    assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "10.0.0.5"
 
 
 @pytest.mark.parametrize("argv", [["data", "validate", "x.jsonl"], ["recipes"], []])

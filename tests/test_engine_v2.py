@@ -282,3 +282,14 @@ def test_separate_references_for_samples_and_negatives():
 def test_python_dash_m_alignkit_cli_help(command):
     result = subprocess.run([sys.executable, "-m", "alignkit.cli", command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: alignkit" in result.stdout, result.stderr[-2000:]
+
+
+def test_bf16_model_with_mixed_precision_trains(tmp_path):
+    """`model.dtype: bfloat16` with `training.bf16` (every GPU recipe): the wrapped forward returns fp32 hidden
+    states under autocast, and the chunked bf16 head must still accept them (it failed with a dtype mismatch)."""
+    from alignkit.engine.run import train
+
+    recipe = load_recipe("recipes/dpo_tiny.yaml", ["model.path=tiny:xs", "model.dtype=bfloat16", "training.bf16=true",
+                                                   "training.use_cpu=true", "training.max_steps=2", "data.eval=[]",
+                                                   f"training.output_dir={tmp_path}"])
+    assert train(recipe).steps == 2

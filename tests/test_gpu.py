@@ -63,13 +63,6 @@ def test_fp32_chunked_logprobs_equal_full_logits_on_cuda():
     assert gaps["max_dlogp"] < 1e-4 and gaps["grad_rel"] < 1e-4, gaps
 
 
-# A bf16 model trained with `training.bf16` (every GPU recipe here): accelerate returns the wrapped forward's
-# output (the final hidden states, the head being swapped out) in fp32, and the chunked head then multiplies
-# them with its bf16 weight outside autocast. Reproduced on CPU (`training.use_cpu=true`); the fix belongs in
-# alignkit/modeling/logprobs.py (`_apply_head`: cast the hidden states to the head's dtype).
-KNOWN_BF16_HEAD_BUG = "expected m1 and m2 to have the same dtype"
-
-
 def dpo_two_steps(tmp_path: Path, cuda: bool, *extra: str) -> list[dict]:
     """`alignkit train` DPO (gym base, batch 16, 2 steps, logging every step) on the GPU or with CUDA hidden;
     each run has its own cache, so the reference log-probs are computed on that device too."""
@@ -82,8 +75,6 @@ def dpo_two_steps(tmp_path: Path, cuda: bool, *extra: str) -> list[dict]:
         env["CUDA_VISIBLE_DEVICES"] = ""
     run = subprocess.run([sys.executable, "-m", "alignkit", "train", "recipes/dpo_tiny.yaml", *[x for s in sets for x in ("--set", s)]],
                          env=env, capture_output=True, text=True, check=False)
-    if run.returncode != 0 and KNOWN_BF16_HEAD_BUG in run.stderr:
-        pytest.xfail("bf16 model + training.bf16: the chunked LM head gets fp32 hidden states (see KNOWN_BF16_HEAD_BUG)")
     assert run.returncode == 0, run.stderr[-3000:]
     state = json.loads(max(out.glob("checkpoint-*/trainer_state.json")).read_text())
     return [e for e in state["log_history"] if "loss" in e]
@@ -140,8 +131,6 @@ def test_vllm_weight_sync_from_a_cuda_model_in_memory(engine):
     assert_same_greedy(engine.generate(PROMPTS, params), hf.generate(PROMPTS, params))
 
 
-@pytest.mark.xfail(strict=True, reason="alignkit/generation/hf.py builds input ids on the CPU; a CUDA model's "
-                                       "teacher-forced log-probs (`score`) then mix devices")
 def test_hf_generator_with_a_cuda_model():
     from alignkit.generation import HFGenerator, SamplingParams
 

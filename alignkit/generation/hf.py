@@ -69,8 +69,9 @@ class HFGenerator:
     def _sample(self, encoded: list[list[int]], params: SamplingParams) -> list[Completion]:
         width = max(len(e) for e in encoded)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
         sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
         if params.repetition_penalty != 1.0:
             sampling["repetition_penalty"] = params.repetition_penalty
@@ -112,7 +113,8 @@ class HFGenerator:
         out = []
         for start in range(0, len(prompts), self.batch_size):
             rows = list(zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size]))
-            batch = pad_rows(rows, self.tokenizer.pad_token_id)
+            device = next(self.model.parameters()).device
+            batch = {k: v.to(device) for k, v in pad_rows(rows, self.tokenizer.pad_token_id).items()}
             logps, mask = sequence_token_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
             out += [lp[m].tolist() for lp, m in zip(logps, mask)]
         return out

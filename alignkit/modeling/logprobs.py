@@ -38,7 +38,11 @@ def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor, log1m: bool) -> 
 
 
 def _apply_head(head: torch.nn.Module | torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    # `head` is a module or a weight; calling the module lets DeepSpeed ZeRO-3 gather its parameters.
+    # `head` is a module or a weight; calling the module lets DeepSpeed ZeRO-3 gather its parameters. Mixed
+    # precision returns the wrapped forward's output in fp32 while a bf16 head expects bf16: match the head.
+    weight = head if isinstance(head, torch.Tensor) else getattr(head, "weight", None)
+    if weight is not None and weight.dtype != hidden.dtype and weight.dtype.is_floating_point:
+        hidden = hidden.to(weight.dtype)
     return (head(hidden) if isinstance(head, torch.nn.Module) else F.linear(hidden, head)).float()
 
 
