@@ -233,6 +233,9 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("--reward-model", help="reward model folder (sequence classifier, 1 label) for --scorer reward-model")
     p.add_argument("--judge-model", help="judge model folder or endpoint URL for --scorer judge")
     p.add_argument("--worst", action="store_true", help="select the lowest-scoring completion instead")
+    p.add_argument("--pairs", metavar="OUT", help="also write on-policy preference pairs (best as chosen, worst as "
+                   "rejected; prompts whose samples all tie are skipped) for DPO")
+    p.add_argument("--min-margin", type=float, default=0.0, help="with --pairs: keep a pair only if best - worst exceeds this")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -652,6 +655,12 @@ def cmd_bon(args: argparse.Namespace) -> int:
     mean = sum(r["score"] for r in selected) / len(selected)
     print(f"{'worst' if args.worst else 'best'}-of-{args.n} for {len(selected)} prompts (mean selected score {mean:.4f}) "
           f"written to {args.out}")
+    if args.pairs:
+        from alignkit.scoring.best_of_n import preference_pairs
+
+        pairs = preference_pairs(selected, args.min_margin)
+        write_jsonl(args.pairs, pairs)
+        print(f"{len(pairs)} preference pairs ({len(selected) - len(pairs)} prompts tied) written to {args.pairs}")
     return 0
 
 

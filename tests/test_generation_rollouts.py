@@ -73,6 +73,44 @@ def test_bon_cli_picks_the_reward_model_argmax(tmp_path, reward_model, worst, ca
     assert "of-4 for 4 prompts" in capsys.readouterr().out
 
 
+def test_preference_pairs_take_best_and_worst_and_skip_ties():
+    from alignkit.scoring.best_of_n import preference_pairs
+
+    rows = [{"prompt": "a", "family": "f", "completions": [{"text": t} for t in ("x", "y", "z")]},
+            {"prompt": "b", "completions": [{"text": "u"}, {"text": "v"}]},
+            {"prompt": "c", "completions": [{"text": "p"}, {"text": "q"}]},
+            {"prompt": "d", "completions": [{"text": "w"}, {"text": "  "}]}]
+
+    class Fixed:
+        table = {"x": 0.5, "y": 2.0, "z": -1.0, "u": 1.0, "v": 1.0, "p": float("nan"), "q": 0.2, "w": 1.0, "  ": -0.5}
+
+        def score(self, prompt, completions):
+            return [self.table[c] for c in completions]
+
+    selected = best_of_n(rows, Fixed())
+    pairs = preference_pairs(selected)
+    assert pairs == [{"prompt": "a", "family": "f", "chosen": "y", "rejected": "z", "score_chosen": 2.0, "score_rejected": -1.0}]
+    assert preference_pairs(selected, min_margin=3.0) == []  # the margin 3.0 is not above 3.0
+    with pytest.raises(ValueError, match="min_margin"):
+        preference_pairs(selected, min_margin=-1)
+
+
+def test_bon_cli_writes_pairs_that_train_dpo(tmp_path, capsys):
+    from alignkit.data.loaders import load_records
+
+    out, pairs = tmp_path / "bon.jsonl", tmp_path / "pairs.jsonl"
+    assert main(["bon", "--model", MODEL, "--prompts", PROMPTS, "--limit", "6", "--n", "4", "--max-tokens", "16",
+                 "--backend", "hf", "--scorer", "gold", "--out", str(out), "--pairs", str(pairs)]) == 0
+    selected = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert rows and len(rows) <= sum(max(r["scores"]) > min(r["scores"]) for r in selected)
+    for row in rows:
+        assert row["score_chosen"] > row["score_rejected"] and row["chosen"] != row["rejected"]
+    loaded = load_records(str(pairs), "preference")
+    assert len(loaded.records) == len(rows) and not loaded.skipped
+    assert f"{len(rows)} preference pairs" in capsys.readouterr().out
+
+
 def test_best_of_n_with_gold_raises_mean_reward():
     rows = rollouts(MODEL, read_prompt_rows(PROMPTS)[::6], SamplingParams(n=8, max_tokens=48, seed=0), backend="hf")
     best = best_of_n(rows, GoldScorer())

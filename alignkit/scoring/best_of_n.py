@@ -39,3 +39,28 @@ def best_of_n(rows: Sequence[dict[str, Any]], scorer: Scorer, worst: bool = Fals
                     "score": scores[i], "scores": scores, "completions": completions, "n": len(completions),
                     "mode": "worst" if worst else "best"})
     return out
+
+
+def preference_pairs(selected: Sequence[dict[str, Any]], min_margin: float = 0.0) -> list[dict[str, Any]]:
+    """On-policy preference rows from `best_of_n` output: the highest-scoring completion as `chosen`, the
+    lowest as `rejected` (blank completions are left out). A prompt whose best and worst differ by no more than `min_margin` (all samples
+    tied, or only NaN scores) gives no pair. The rows are the `preference` data format, so DPO trains on
+    them directly (iterative / on-policy DPO)."""
+    if min_margin < 0:
+        raise ValueError(f"min_margin must be >= 0, got {min_margin}")
+    pairs = []
+    for row in selected:
+        # blank completions cannot be a preference row's side (the data format refuses them), so they
+        # take no part: the worst non-blank sample is the rejected one
+        kept = [(s, c) for s, c in zip(row["scores"], row["completions"]) if c.strip()]
+        if len(kept) < 2:
+            continue
+        scores, completions = [s for s, _ in kept], [c for _, c in kept]
+        best, worst = select(scores), select(scores, worst=True)
+        if math.isnan(scores[best]) or scores[best] - scores[worst] <= min_margin:
+            continue
+        extras = {k: v for k, v in row.items()
+                  if k not in ("prompt", "selected", "selected_index", "score", "scores", "completions", "n", "mode")}
+        pairs.append({"prompt": row["prompt"], **extras, "chosen": completions[best], "rejected": completions[worst],
+                      "score_chosen": scores[best], "score_rejected": scores[worst]})
+    return pairs
