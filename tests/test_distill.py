@@ -228,6 +228,8 @@ def test_staged_recipe_resolves_outputs_skips_complete_and_resumes(tmp_path, cap
 
     changed = load_staged(staged, ["second.training.max_steps=2"])
     assert [stage_status(s) for s in changed] == ["complete", "changed"]
+    spelled = load_staged(staged, ["second.training.max_steps=1", "second.launch.num_processes=1"])  # defaults spelled out
+    assert [stage_status(s) for s in spelled] == ["complete", "complete"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"output_dir": "x", "stages": [{"name": "a", "recipe": "recipes/sft_x.yaml",
                                                                   "set": {"model.path": "${later}"}}]}))

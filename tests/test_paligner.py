@@ -128,6 +128,11 @@ def test_exporters_by_hand():
     assert len(random_node_rows([tree], seed=0)) == 1
     flat = Tree(1, None, [Node("same", reward=1.0), Node("also", "Tone Improvement", 0, reward=1.0)])
     assert preference_rows([flat]) == []  # no preference without two distinct rewards
+    twin = Tree(2, None, [Node("same", reward=0.0), Node("same", "Tone Improvement", 0, reward=2.0),
+                          Node("other", "Clarification Request", 0, reward=1.0)])
+    (pair,) = preference_rows([twin])  # the root's word-for-word twin scored higher: never chosen == rejected
+    assert pair["chosen"] == rewrite_answer("same") and pair["rejected"] == rewrite_answer("other")
+    assert preference_rows([Tree(3, None, [Node("a", reward=0.0), Node("a", "Tone Improvement", 0, reward=1.0)])]) == []
 
 
 def test_parse_rewrite_with_fallback():

@@ -25,12 +25,16 @@ def _scored(tree: Tree, limit: int | None = None) -> list[Node]:
 
 
 def best_and_worst(tree: Tree, limit: int | None = None) -> tuple[Node, Node] | None:
-    """(best, worst) node by mean reward; None when fewer than two distinct rewards (no preference)."""
+    """(best, worst) node by mean reward; None when no node with another instruction scores lower than
+    the best (no preference). A rewrite can repeat its parent's text word for word and get another
+    reward estimate; such a twin is never the best's rejected side (the pair would be chosen == rejected)."""
     nodes = _scored(tree, limit)
-    if len({n.reward for n in nodes}) < 2:
-        return None
     ordered = sorted(nodes, key=lambda n: n.reward)  # stable: ties keep tree order
-    return ordered[-1], ordered[0]
+    if not ordered:
+        return None
+    best = ordered[-1]
+    worst = next((n for n in ordered if n.reward < best.reward and n.instruction.strip() != best.instruction.strip()), None)
+    return None if worst is None else (best, worst)
 
 
 def preference_rows(trees: Sequence[Tree], limit: int | None = None) -> list[dict[str, Any]]:
