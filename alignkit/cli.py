@@ -328,7 +328,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from alignkit.engine.run import format_summary, summary_lines, train
 
+    from alignkit.distributed import shutdown
+
     summary = train(recipe, resume=args.resume)
+    shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
         console = Console(width=max(100, Console().width))
         console.print(format_summary(summary))

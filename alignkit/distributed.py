@@ -62,3 +62,14 @@ def main_process_first(load: Callable[[], T | None], compute: Callable[[], T]) -
             raise RuntimeError("the main process computed a cached value that this process cannot read; is the cache "
                                "folder (ALIGNKIT_CACHE) shared by the processes of this machine?")
     return value, computed
+
+
+def shutdown() -> None:
+    """End the process group cleanly once a launched run is done: every process waits for the others, then the
+    group is destroyed. A process that exits with a live gloo group can abort in its threads' destructors at
+    interpreter exit ("terminate called without an active exception") and fail a run that had finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -141,7 +141,14 @@ def test_bundled_recipes_validate(path):
         assert load_recipe(settings.recipe, common).method
         return
     if is_staged(path):  # every stage validates; gym stages also find their files
-        assert all(s.recipe.method for s in load_staged(path, check_files="tiny" in Path(path).name))
+        try:
+            stages = load_staged(path, check_files="tiny" in Path(path).name)
+        except RecipeError as e:
+            # Data a documented earlier command writes under runs/ (`alignkit paligner synthesize`) is absent on a
+            # clean checkout; everything else must be there.
+            assert all("file not found: runs/" in line for line in str(e).splitlines()), e
+            stages = load_staged(path, check_files=False)
+        assert all(s.recipe.method for s in stages)
         return
     recipe = load_recipe(path, check_files="tiny" in Path(path).name)
     assert recipe.method

@@ -214,8 +214,9 @@ def test_cli_llm_judge_end_to_end_on_a_tiny_model(tmp_path, backend, capsys):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert main(["judge", "--data", str(data), "--judge", "llm", "--model", "data/gym/base-s", "--backend", backend,
-                 "--out", str(out), "--bootstrap", "100"]) == 0
+    code = main(["judge", "--data", str(data), "--judge", "llm", "--model", "data/gym/base-s", "--backend", backend,
+                 "--out", str(out), "--bootstrap", "100"])
+    assert code == 0, capsys.readouterr().err[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 24 and report["judge"] == "llm-reference"
     # The gym model was never taught to judge: its outputs are listed as unparsed, never mapped to a label.
