@@ -70,6 +70,8 @@ def shutdown() -> None:
     interpreter exit ("terminate called without an active exception") and fail a run that had finished."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    # Only a launched process owns its group: in-process callers (tests, notebooks) may hold one that an
+    # in-process vLLM engine created and still uses.
+    if world_size_from_env() > 1 and dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

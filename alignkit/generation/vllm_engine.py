@@ -30,6 +30,7 @@ call is bounded by a timeout, and a sync that fails or hangs marks the engine un
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import threading
@@ -108,6 +109,11 @@ class VLLMGenerator:
             kwargs.setdefault("max_num_batched_tokens", max(4096, max_model_len or _context_length(self.model_path)))
         kwargs.update(engine_kwargs)
         _clear_shared_rotary_cache()
+        # An in-process vLLM engine keeps the process's distributed state in globals, and an unreferenced old
+        # engine tears that state down whenever the garbage collector finalises it. Finalise dead engines now,
+        # before this one initialises, or a late collection destroys the group this engine was just given
+        # ("Process group ... is not initialized in the world group map", seen in CI).
+        gc.collect()
         self.broken: str | None = None
         self.last_cached_tokens: list[int | None] = []  # per prompt of the last `generate`: prompt tokens read from the prefix cache
         try:
