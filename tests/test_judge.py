@@ -7,30 +7,15 @@ import pytest
 
 from alignkit.cli import main
 from alignkit.data.records import JudgeItem
-from alignkit.generation.base import Completion, GenerationResult
 from alignkit.judge import (
     FieldJudge, LexicalJudge, PairwiseJudge, ReferenceJudge, alpaca_win_rate, cohen_kappa, length_controlled_win_rate,
     load_template, make_judge, pairwise_win_rate, parse_binary, parse_choice, parse_rating, parse_tagged_binary, run_judge,
 )
 from alignkit.judge.llm import JudgeCache
 
+from judge_doubles import Scripted, prompt_field  # tests/judge_doubles.py
+
 GYM_JUDGE = "data/gym/heldout_judge.jsonl"
-
-
-class Scripted:
-    """A generation backend double: answers each prompt with `respond(prompt)` and records the prompts."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.prompts = []
-
-    def generate(self, prompts, params):
-        self.prompts += list(prompts)
-        return [GenerationResult(p, [Completion(self.respond(p), [], "stop")]) for p in prompts]
-
-
-def _field(prompt, name, next_name):
-    return prompt.split(f"{name}:\n", 1)[1].split(f"\n\n{next_name}", 1)[0]
 
 
 # -- parsing -----------------------------------------------------------------------------------------
@@ -94,7 +79,7 @@ def test_lexical_judges_follow_the_spec():
 
 def test_reference_judge_caches_dedupes_and_lists_unparsed(tmp_path):
     def respond(prompt):
-        response, refs = _field(prompt, "Model Response", "Evaluation"), _field(prompt, "References", "Model Response")
+        response, refs = prompt_field(prompt, "Model Response", "Evaluation"), prompt_field(prompt, "References", "Model Response")
         if "garble" in response:
             return "I think it might be okay"
         return "correct" if refs in response else "incorrect"
@@ -127,7 +112,7 @@ def test_position_biased_judge_yields_ties_and_is_flagged(tmp_path):
     assert "inconsistent orders (ties): 12 (1.000)" in (tmp_path / "out" / "report.md").read_text()
 
     def longer(prompt):
-        a, b = _field(prompt, "Response A", "Response B"), _field(prompt, "Response B", "Better response")
+        a, b = prompt_field(prompt, "Response A", "Response B"), prompt_field(prompt, "Response B", "Better response")
         return "A" if len(a) > len(b) else "B"
 
     fair = PairwiseJudge(Scripted(longer), model_id="longer", cache=False, progress=False)

@@ -9,28 +9,13 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from alignkit.cli import main
-from alignkit.generation.base import Completion, GenerationResult
 from alignkit.judge import (
     PairwiseJudge, Verdict, binary_report, gwet_ac1, length_controlled_win_rate, load_template, make_judge,
     parse_bracketed_choice, ranking_correlation, ranking_stability, run_judge,
 )
 from alignkit.judge.llm import pair_verdict
 
-
-class Scripted:
-    """A generation backend double: answers each prompt with `respond(prompt)` and records the prompts."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.prompts = []
-
-    def generate(self, prompts, params):
-        self.prompts += list(prompts)
-        return [GenerationResult(p, [Completion(self.respond(p), [], "stop")]) for p in prompts]
-
-
-def _field(prompt, name, next_name):
-    return prompt.split(f"{name}:\n", 1)[1].split(f"\n\n{next_name}", 1)[0]
+from judge_doubles import Scripted, prompt_field  # tests/judge_doubles.py
 
 
 # -- 1. templates are checked before any model loads -------------------------------------------------------------
@@ -114,7 +99,7 @@ def _pairs_file(tmp_path, kinds):
 def _tie_judge(prompt):
     """A judge double for the tie template: 'win' candidates always win, 'lose' always lose, 'tie' are ties,
     and 'half' candidates win when shown first but are a tie when shown second."""
-    a, b = _field(prompt, "Response A", "Response B"), _field(prompt, "Response B", "Verdict")
+    a, b = prompt_field(prompt, "Response A", "Response B"), prompt_field(prompt, "Response B", "Verdict")
     cand, first = (a, True) if a.startswith("candidate") else (b, False)
     kind = cand.split("-")[1]
     if kind == "tie" or (kind == "half" and not first):
