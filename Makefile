@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# irrCAC checks Gwet's AC1 in tests; it pins scipy/pandas versions that conflict with constraints.txt but
+	# runs on ours, so it comes without its dependencies.
+	$(BIN)/pip install --quiet --no-deps irrCAC==0.4.4
 	touch $@
 
 # vLLM's CPU build in one controlled step. It pulls torchvision/torchaudio/torchcodec builds that break

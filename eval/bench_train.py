@@ -7,6 +7,7 @@ its own subprocess (so peak memory is per configuration), and the table compares
     python eval/bench_train.py --model tiny:100m --steps 6 --max-length 256
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit cut, no ckpt"   # CUT step vs DPO step
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit d2o K=4, no ckpt"   # D²O step vs DPO step
+    python eval/bench_train.py --profile --configs "alignkit (c) precompute, ckpt;trl precompute (ckpt)"   # where a step's time goes
 
 Tokens/s counts the non-pad tokens of every sequence processed in the timed steps (after warm-up):
 chosen and rejected for DPO; Align-N and Misalign (or Align-P) rows for CUT, on the gym's judgment
@@ -32,6 +33,7 @@ from pathlib import Path
 CONFIGS = {
     "trl default (ref copy, ckpt)": ("trl", "model", False, True, "dpo"),
     "trl precompute (ckpt)": ("trl", "precompute", False, True, "dpo"),
+    "trl precompute (ckpt), padding-free": ("trl", "precompute", False, True, "dpo", {"padding_free": True}),
     "alignkit (c) precompute, ckpt": ("alignkit", "precompute", False, True, "dpo"),
     "alignkit (c) precompute": ("alignkit", "precompute", False, False, "dpo"),
     "alignkit (a) ref model, ckpt": ("alignkit", "model", False, True, "dpo"),
@@ -39,6 +41,10 @@ CONFIGS = {
     "alignkit (b) LoRA adapter off, ckpt": ("alignkit", "adapter", True, True, "dpo"),
     "alignkit dpo (c), no ckpt": ("alignkit", "precompute", False, False, "dpo"),
     "alignkit cut, no ckpt": ("alignkit", None, False, False, "cut"),
+    # padding-free batches: CUT's Misalign rows (judgment in the context) are longer than its Align-N rows
+    "alignkit dpo (c), no ckpt, packed": ("alignkit", "precompute", False, False, "dpo", {"packing": True}),
+    "alignkit (c) precompute, ckpt, packed": ("alignkit", "precompute", False, True, "dpo", {"packing": True}),
+    "alignkit cut, no ckpt, packed": ("alignkit", None, False, False, "cut", {"packing": True}),
     "alignkit d2o K=4, no ckpt": ("alignkit", "precompute", False, False, "d2o"),
     # shared prompts: each distinct prompt computed once (DPO's chosen/rejected, D²O's K + 1)
     "alignkit (c) precompute, ckpt, shared prompts": ("alignkit", "precompute", False, True, "dpo", {"share_prompts": True}),
@@ -63,6 +69,10 @@ BASELINE = {
     "alignkit (a) ref model, ckpt": "trl default (ref copy, ckpt)",
     "alignkit (b) LoRA adapter off, ckpt": "trl LoRA (adapter off, ckpt)",
     "alignkit cut, no ckpt": "alignkit dpo (c), no ckpt",
+    "alignkit dpo (c), no ckpt, packed": "alignkit dpo (c), no ckpt",
+    "alignkit (c) precompute, ckpt, packed": "trl precompute (ckpt)",
+    "trl precompute (ckpt), padding-free": "trl precompute (ckpt)",
+    "alignkit cut, no ckpt, packed": "alignkit dpo (c), no ckpt",
     "alignkit d2o K=4, no ckpt": "alignkit dpo (c), no ckpt",
     "alignkit (c) precompute, ckpt, shared prompts": "trl precompute (ckpt)",
     "alignkit dpo (c), no ckpt, shared prompts": "alignkit dpo (c), no ckpt",
@@ -100,7 +110,7 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _timer_callback(warmup: int):
+def _timer_callback(warmup: int, phases: "PhaseTimer | None" = None):
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -112,6 +122,8 @@ def _timer_callback(warmup: int):
         def on_step_begin(self, args, state, control, **kw):
             if state.global_step >= warmup:
                 self.t0 = time.perf_counter()
+                if phases is not None and not phases.enabled:  # the profile counts the timed steps only
+                    phases.enabled = True
 
         def on_step_end(self, args, state, control, **kw):
             if self.t0 is not None:
@@ -120,6 +132,53 @@ def _timer_callback(warmup: int):
                 self.t0 = None
 
     return StepTimer()
+
+
+class PhaseTimer:
+    """Exclusive wall time per phase of a training step: a phase's clock stops while a phase nested in it runs, so the
+    phases add up to the step (`--profile`). Phases are entered through wrapped functions (`wrap`)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.stack: list[list] = []
+        self.enabled = False
+
+    def wrap(self, label: str, fn):
+        def timed(*args, **kwargs):
+            if not self.enabled:
+                return fn(*args, **kwargs)
+            now = time.perf_counter()
+            if self.stack:
+                parent = self.stack[-1]
+                self.totals[parent[0]] = self.totals.get(parent[0], 0.0) + now - parent[1]
+            self.stack.append([label, now])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                end = time.perf_counter()
+                name, start = self.stack.pop()
+                self.totals[name] = self.totals.get(name, 0.0) + end - start
+                if self.stack:
+                    self.stack[-1][1] = end
+
+        return timed
+
+
+def _profile(trainer, phases: PhaseTimer) -> None:
+    """Wrap the phases of a training step: data, the step's own code (loss math), the trunk's forward, the log-prob
+    head chunks, backward (with the checkpointed recomputation), the optimizer."""
+    import torch
+
+    import alignkit.modeling.logprobs as logprobs
+
+    trainer.get_batch_samples = phases.wrap("data (batch fetch, collate)", trainer.get_batch_samples)
+    trainer.training_step = phases.wrap("loss math and the rest of the step", trainer.training_step)
+    trainer.accelerator.backward = phases.wrap("backward (incl. checkpoint recompute)", trainer.accelerator.backward)
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    base.forward = phases.wrap("forward: model (trunk, and TRL's head + log-softmax)", base.forward)
+    logprobs.chunked_head = phases.wrap("forward: alignkit log-prob chunks (head, log-softmax)", logprobs.chunked_head)
+    for opt in (torch.optim.AdamW, torch.optim.Adam):
+        opt.step = phases.wrap("optimizer step", opt.step)
 
 
 def _real_tokens(batch: dict) -> int:
@@ -155,9 +214,11 @@ def worker(args: argparse.Namespace) -> dict:
     framework, route, lora, ckpt, method, *rest = CONFIGS[args.worker]
     options = dict(rest[0]) if rest else {}
     share = options.pop("share_prompts", False)
+    packing = options.pop("packing", False)
+    trl_padding_free = options.pop("padding_free", False)
     lora_cfg = {"r": 16, "alpha": 16, "dropout": 0.0} if lora else None
     data = {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.prompt_length or args.max_length // 2,
-            "share_prompts": share}
+            "share_prompts": share, "packing": packing}
     if method == "cut":
         data.update(train=JUDGMENTS, format="cut")
     if method == "d2o":
@@ -175,10 +236,11 @@ def worker(args: argparse.Namespace) -> dict:
     })
     prep = build(recipe)  # the same tokenisation feeds both frameworks; signals are cached before timing
     # tokens are counted in the unshared layout, so a shared-prompt row is credited with the tokens it stands for
-    prep.method.share_prompts = False
+    prep.method.share_prompts = prep.method.packing = False
     tokens_per_example = sum(_real_tokens(prep.method.collate([e])) for e in prep.train_examples) / len(prep.train_examples)
-    prep.method.share_prompts = share
-    timer = _timer_callback(args.warmup)
+    prep.method.share_prompts, prep.method.packing = share, packing
+    phases = PhaseTimer() if args.profile else None
+    timer = _timer_callback(args.warmup, phases)
     if framework == "alignkit":
         baseline = _reset_peak()
         model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=ckpt)
@@ -202,12 +264,18 @@ def worker(args: argparse.Namespace) -> dict:
         config = DPOConfig(output_dir=args.out, beta=0.1, learning_rate=1e-5, max_steps=args.steps + args.warmup,
                            per_device_train_batch_size=args.batch, logging_steps=1000, save_strategy="no", report_to=[],
                            bf16=False, use_cpu=not torch.cuda.is_available(), max_length=args.max_length, seed=0,
-                           precompute_ref_log_probs=route == "precompute", gradient_checkpointing=ckpt)
+                           precompute_ref_log_probs=route == "precompute", gradient_checkpointing=ckpt,
+                           padding_free=trl_padding_free)
         trainer = DPOTrainer(model=model, args=config, peft_config=peft_config, processing_class=prep.tokenizer, callbacks=[timer],
                              train_dataset=datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
+    if phases is not None:
+        _profile(trainer, phases)
     trainer.train()
     examples = timer.timed_steps * args.batch
-    return {"config": args.worker, "tokens_per_s": examples * tokens_per_example / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
+    profile = None
+    if phases is not None:  # per timed step; the data fetch of the first timed step falls before its step begins
+        profile = {k: v / timer.timed_steps for k, v in phases.totals.items()}
+    return {"profile": profile, "config": args.worker, "tokens_per_s": examples * tokens_per_example / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
             "peak_mb": (_peak_bytes() - baseline) / 2**20, "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
@@ -224,6 +292,8 @@ def main() -> None:
     parser.add_argument("--configs", default=";".join(CONFIGS), help="semicolon-separated subset of: " + "; ".join(CONFIGS))
     parser.add_argument("--out", default="runs/bench_train")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--profile", action="store_true", help="also print where each configuration's step time goes "
+                        "(data, forward, log-prob chunks, backward, optimizer); the wrappers cost a little time")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -233,7 +303,8 @@ def main() -> None:
     for name in [c.strip() for c in args.configs.split(";")]:
         cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--data", args.data, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--out", f"{args.out}/{len(results)}",
-               *(["--prompt-length", str(args.prompt_length)] if args.prompt_length else []), *(["--long-prompts"] if args.long_prompts else [])]
+               *(["--prompt-length", str(args.prompt_length)] if args.prompt_length else []), *(["--long-prompts"] if args.long_prompts else []),
+               *(["--profile"] if args.profile else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
@@ -250,6 +321,16 @@ def main() -> None:
         base = results.get(BASELINE.get(name, ""))
         ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x speed, {r['peak_mb'] / max(base['peak_mb'], 1e-9):.2f}x memory vs {BASELINE[name]}" if base else ""
         print(f"| {name:<30} | {r['tokens_per_s']:8.0f} | {r['step_s']:6.3f} | {r['peak_mb']:7.0f} | {ratio} |")
+    profiled = {name: r["profile"] for name, r in results.items() if r.get("profile")}
+    if profiled:
+        print("\nWhere a timed step's wall time goes (seconds per step, share of the profiled step):\n")
+        phases = sorted({p for prof in profiled.values() for p in prof}, key=lambda p: -max(prof.get(p, 0) for prof in profiled.values()))
+        print("| phase | " + " | ".join(profiled) + " |")
+        print("|---|" + "---:|" * len(profiled))
+        for phase in phases:
+            cells = [f"{prof.get(phase, 0.0):.3f} ({100 * prof.get(phase, 0.0) / sum(prof.values()):.0f}%)" for prof in profiled.values()]
+            print(f"| {phase} | " + " | ".join(cells) + " |")
+        print("| total | " + " | ".join(f"{sum(prof.values()):.3f}" for prof in profiled.values()) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -246,7 +246,7 @@ def test_gwet_ac1_by_hand():
 
 # irrCAC 0.4.4 (`CAC(pd.DataFrame({"a": a, "b": b})).gwet()["est"]["coefficient_value"]`, which rounds to 5 decimals)
 # on these seeded inputs; irrCAC pins scipy==1.12 and pandas<3, which conflict with constraints.txt, so it is not a
-# dev dependency. `pip install --no-deps irrCAC==0.4.4` runs the live comparison below.
+# dev dependency: the Makefile installs it with --no-deps, and the live comparison below runs.
 IRRCAC_AC1 = {(0, 2, 0.3): 0.74681, (1, 3, 0.5): 0.47528, (2, 2, 0.1): 0.90659, (3, 4, 0.6): 0.38235}
 
 
