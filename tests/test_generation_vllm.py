@@ -111,6 +111,19 @@ def test_weight_sync_from_a_lora_model_merges_the_adapter(engine):
     assert any("lora_A" in n for n, _ in lora.named_parameters())
 
 
+def test_hung_sync_times_out(engine, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(engine.llm, "collective_rpc", lambda *a, **k: time.sleep(30))
+    start = time.perf_counter()
+    with pytest.raises(GenerationError, match="did not finish within 1 s"):
+        engine.load_weights(tmp_path, timeout=1)
+    with pytest.raises(GenerationError, match="from memory did not finish within 1 s"):
+        engine.sync_weights({"x": torch.zeros(1)}, timeout=1)
+    assert time.perf_counter() - start < 8
+
+
 def test_failed_sync_raises_and_a_new_engine_still_starts(engine, tmp_path):
     from alignkit.generation.vllm_engine import VLLMGenerator
 
@@ -133,14 +146,16 @@ def test_failed_sync_raises_and_a_new_engine_still_starts(engine, tmp_path):
         fresh.generate(PROMPTS[:1], SamplingParams(max_tokens=4))
 
 
-def test_hung_sync_times_out(engine, tmp_path, monkeypatch):
-    from safetensors.torch import save_file
+def test_an_old_engine_shut_down_late_does_not_break_a_newer_one():
+    """In-process engines share the process's distributed state; an older engine's shutdown (what its late
+    garbage collection does) must not tear it down under a newer engine (CI: the judge's engine failed so)."""
+    from alignkit.generation.vllm_engine import VLLMGenerator
 
-    save_file({"x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
-    monkeypatch.setattr(engine.llm, "collective_rpc", lambda *a, **k: time.sleep(30))
-    start = time.perf_counter()
-    with pytest.raises(GenerationError, match="did not finish within 1 s"):
-        engine.load_weights(tmp_path, timeout=1)
-    with pytest.raises(GenerationError, match="from memory did not finish within 1 s"):
-        engine.sync_weights({"x": torch.zeros(1)}, timeout=1)
-    assert time.perf_counter() - start < 8
+    old = VLLMGenerator(MODEL, enforce_eager=True)
+    new = VLLMGenerator(MODEL)  # compiled: its first forwards read the distributed state
+    old.close()
+    with pytest.raises(GenerationError, match="was shut down"):
+        old.generate(PROMPTS[:1], SamplingParams(max_tokens=4))
+    params = SamplingParams(temperature=0, max_tokens=8)
+    assert new.generate(PROMPTS[:2], params)[0].completions[0].text
+    new.close()

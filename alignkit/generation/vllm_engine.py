@@ -34,6 +34,7 @@ import gc
 import os
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -65,6 +66,10 @@ def configure_environment() -> None:
             # vLLM-CPU keeps one core free for a separate scheduler process by default; in-process there is
             # none, and on a 2-core machine that reservation halves the threads doing the work.
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+# alignkit's vLLM engines alive in this process (see _guard_engine_teardown).
+_IN_PROCESS_ENGINES: "weakref.WeakSet[VLLMGenerator]" = weakref.WeakSet()
 
 
 class VLLMGenerator:
@@ -109,17 +114,24 @@ class VLLMGenerator:
             kwargs.setdefault("max_num_batched_tokens", max(4096, max_model_len or _context_length(self.model_path)))
         kwargs.update(engine_kwargs)
         _clear_shared_rotary_cache()
-        # An in-process vLLM engine keeps the process's distributed state in globals, and an unreferenced old
-        # engine tears that state down whenever the garbage collector finalises it. Finalise dead engines now,
-        # before this one initialises, or a late collection destroys the group this engine was just given
-        # ("Process group ... is not initialized in the world group map", seen in CI).
-        gc.collect()
+        _guard_engine_teardown()
+        gc.collect()  # finalise dead engines before this one starts
         self.broken: str | None = None
+        self.closed: str | None = None
         self.last_cached_tokens: list[int | None] = []  # per prompt of the last `generate`: prompt tokens read from the prefix cache
         try:
             self.llm = LLM(self.model_path, tokenizer=self.model_path, **kwargs)
         except Exception as exc:  # vLLM's own errors are long; keep them, but say what was being started
             raise GenerationError(f"vLLM could not start for {self.model_path} ({kwargs}): {exc}") from exc
+        _IN_PROCESS_ENGINES.add(self)
+
+    def close(self, reason: str = "closed") -> None:
+        """Shut the engine down now and release its distributed state (idempotent); `generate` then raises."""
+        _IN_PROCESS_ENGINES.discard(self)  # first: the teardown guard must not count this engine as live
+        client = getattr(getattr(getattr(self, "llm", None), "llm_engine", None), "engine_core", None)
+        if client is not None and hasattr(client, "shutdown"):
+            client.shutdown()  # vLLM's client detaches its finalizer, so the teardown runs once, here
+        self.closed = self.closed or reason
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a rendered prompt, left-truncated as in training (identical to the HF backend's)."""
@@ -135,6 +147,8 @@ class VLLMGenerator:
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, lora: Any = None) -> list[GenerationResult]:
         """n completions per prompt. With a seed, prompt i samples under seed + i (reproducible, not correlated)."""
+        if self.closed:
+            raise GenerationError(f"this vLLM engine was shut down ({self.closed}); create a new one")
         if self.broken:
             raise GenerationError(f"this vLLM engine is unusable after a failed weight sync ({self.broken}); create a new one")
         params = with_stops(params, template_stops(self.template))
@@ -187,6 +201,8 @@ class VLLMGenerator:
         return any(cls.__name__ == "UniProcExecutor" for cls in type(executor).__mro__)
 
     def _reload(self, source: str, kwargs: dict[str, Any], timeout: float) -> None:
+        if self.closed:
+            raise GenerationError(f"weight sync {source}: this vLLM engine was shut down ({self.closed}); create a new one")
         outcome: dict[str, BaseException | None] = {"error": None}
 
         def reload() -> None:
@@ -229,6 +245,32 @@ def _context_length(model_path: str) -> int:
 
     config = AutoConfig.from_pretrained(model_path)
     return int(getattr(config, "max_position_embeddings", 0) or 0)
+
+
+def _guard_engine_teardown() -> None:
+    """Keep the process's vLLM distributed state while an in-process engine still uses it.
+
+    In-process engines share that state (module globals in `vllm.distributed`), but each engine's shutdown tears
+    it down, whichever engine set it up. An older engine finalised late (vLLM freezes its objects against the
+    garbage collector at start-up, so "late" is unpredictable) then destroys the state of a newer one in the
+    middle of its work: CI saw "Process group ... is not initialized in the world group map" at start-up and
+    "'NoneType' object has no attribute 'rank'" while compiling. The engine core's teardown call is wrapped, once
+    per process, to do nothing while another alignkit in-process engine is alive; the last one tears it down."""
+    try:
+        import vllm.v1.engine.core as core
+    except ImportError:  # another vLLM layout: nothing to guard
+        return
+    original = getattr(core, "cleanup_dist_env_and_memory", None)
+    if original is None or getattr(original, "_alignkit_guarded", False):
+        return
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if len(_IN_PROCESS_ENGINES):  # a live engine still uses the state
+            return None
+        return original(*args, **kwargs)
+
+    guarded._alignkit_guarded = True  # type: ignore[attr-defined]
+    core.cleanup_dist_env_and_memory = guarded
 
 
 def _clear_shared_rotary_cache() -> None:
