@@ -152,7 +152,7 @@ def test_an_old_engine_shut_down_late_does_not_break_a_newer_one():
     from alignkit.generation.vllm_engine import VLLMGenerator
 
     old = VLLMGenerator(MODEL, enforce_eager=True)
-    new = VLLMGenerator(MODEL)  # compiled: its first forwards read the distributed state
+    new = VLLMGenerator(MODEL, enforce_eager=True)
     old.close()
     with pytest.raises(GenerationError, match="was shut down"):
         old.generate(PROMPTS[:1], SamplingParams(max_tokens=4))
