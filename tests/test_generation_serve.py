@@ -28,6 +28,8 @@ def free_port() -> int:
 def start_server(backend: str, *extra: str):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if backend == "vllm":  # eager: the server starts in about half the time (no compilation), same answers
+        extra = ("--vllm-args=--enforce-eager", *extra)
     proc = subprocess.Popen([sys.executable, "-m", "alignkit", "serve", MODEL, "--backend", backend, "--port", str(port), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = f"http://127.0.0.1:{port}"
