@@ -143,3 +143,52 @@ def test_live_reference_routes_equal_precomputed(tmp_path, route):
         assert torch.allclose(live[key], value, atol=1e-4), key
     policy_out = prep.method.sequence_outputs(policy, live_batch)
     assert not torch.allclose(policy_out["chosen_logps"], expected["chosen_logps"], atol=1e-3)
+
+
+def test_lora_policy_with_gradient_checkpointing_gets_the_gradients_of_one_without(tmp_path):
+    """Checkpointing a LoRA policy (non-reentrant outside ZeRO-3) changes no adapter gradient, and the live
+    adapter-off reference under it still equals the precomputed one."""
+    from alignkit.engine.run import build
+    from alignkit.modeling.loading import load_causal_lm
+
+    recipe = tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]",
+                         "model.lora={r: 4, alpha: 8, dropout: 0.0}")
+    prep = build(recipe)
+    batch = prep.method.collate(prep.train_examples)
+    grads = {}
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        policy = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=ckpt)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.linspace(-0.05, 0.05, p.numel()).reshape(p.shape))
+        policy.train()
+        with torch.no_grad(), policy.disable_adapter():
+            ref = prep.method.sequence_outputs(policy, batch)
+        assert torch.allclose(ref["chosen_logps"], batch["ref_chosen_logps"], atol=1e-4)
+        out = prep.method.sequence_outputs(policy, batch)
+        (out["chosen_logps"] - out["rejected_logps"]).sum().backward()
+        grads[ckpt] = {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+    assert grads[True].keys() == grads[False].keys() and any("lora_A" in n for n in grads[True])
+    for name, grad in grads[False].items():
+        assert grad.abs().sum() > 0, name
+        assert torch.allclose(grads[True][name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_a_lora_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch):
+    """The adapter's random initialisation comes from the seed alone: a run that first builds its tiny model and
+    reference cache ends with the weights of a run that finds them."""
+    from safetensors.torch import load_file
+
+    from alignkit.engine.run import train
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    weights = []
+    for name in ("cold", "warm"):
+        train(tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]", "training.max_steps=1",
+                          "model.lora={r: 4, alpha: 8, dropout: 0.0}", f"training.output_dir={tmp_path / name}"))
+        weights.append(load_file(tmp_path / name / "final" / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

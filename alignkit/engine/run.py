@@ -215,6 +215,9 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
 
         reference = reference_samples(prep)
     args = training_arguments(recipe)
+    # Seeded again: whether `build` found its caches (a tiny model built, samples drawn) must not change a LoRA
+    # adapter's random initialisation.
+    set_seed(recipe.training.seed)
     model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=recipe.training.gradient_checkpointing,
                            kind=getattr(prep.method, "model_kind", "causal_lm"))
     trainer_class = getattr(prep.method, "trainer_class", None) or AlignTrainer

@@ -107,7 +107,13 @@ def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_che
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": bool(settings.lora)})
+        # Non-reentrant checkpointing (PyTorch's recommendation, TRL's default) except for a LoRA policy under ZeRO-3,
+        # which needs the reentrant form (huggingface/trl#2514). Reentrant checkpointing also makes every step
+        # compute gradients for the embedding output, which a LoRA run otherwise skips.
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        reentrant = bool(settings.lora) and is_deepspeed_zero3_enabled()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
         model.config.use_cache = False
     if settings.lora:
         from peft import LoraConfig, get_peft_model

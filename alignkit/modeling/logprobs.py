@@ -58,6 +58,10 @@ def chunked_head(
     along dim 1) are concatenated along dim 1. Chunks are checkpointed when gradients are needed."""
     head_params = list(head.parameters()) if isinstance(head, torch.nn.Module) else [head]
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head_params))
+    # A frozen ZeRO-3 partitioned head (LoRA) is gathered again for the recomputation only in the reentrant form (the
+    # non-reentrant one finds it partitioned and fails); a trainable one needs the non-reentrant form, under which
+    # its gradient is reduced once per step and not once per chunk.
+    reentrant = any(hasattr(p, "ds_id") for p in head_params) and not any(p.requires_grad for p in head_params)
 
     def run(h: torch.Tensor, *rest: torch.Tensor) -> Any:
         return fn(_apply_head(head, h), *rest)
@@ -65,7 +69,7 @@ def chunked_head(
     pieces = []
     for start in range(0, hidden.shape[1], chunk_size):
         args = [t[:, start : start + chunk_size] for t in (hidden, *aligned)]
-        pieces.append(checkpoint(run, *args, use_reentrant=False) if needs_grad else run(*args))
+        pieces.append(checkpoint(run, *args, use_reentrant=reentrant) if needs_grad else run(*args))
     if isinstance(pieces[0], tuple):
         return tuple(torch.cat(parts, dim=1) for parts in zip(*pieces))
     return torch.cat(pieces, dim=1)
