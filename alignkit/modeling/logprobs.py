@@ -66,13 +66,28 @@ def chunked_head(
     def run(h: torch.Tensor, *rest: torch.Tensor) -> Any:
         return fn(_apply_head(head, h), *rest)
 
+    chunks = max(1, -(-hidden.shape[1] // chunk_size))
+    if any(hasattr(p, "ds_id") for p in head_params):
+        chunks = _chunks_on_every_rank(chunks, hidden.device)
     pieces = []
-    for start in range(0, hidden.shape[1], chunk_size):
+    for start in range(0, chunks * chunk_size, chunk_size):  # chunks past the end are empty
         args = [t[:, start : start + chunk_size] for t in (hidden, *aligned)]
         pieces.append(checkpoint(run, *args, use_reentrant=reentrant) if needs_grad else run(*args))
     if isinstance(pieces[0], tuple):
         return tuple(torch.cat(parts, dim=1) for parts in zip(*pieces))
     return torch.cat(pieces, dim=1)
+
+
+def _chunks_on_every_rank(chunks: int, device: torch.device) -> int:
+    """The most chunks any process runs: each call of a ZeRO-3 partitioned head all-gathers its weight, so every
+    process must call it equally often (in forward and in the recomputation), whatever its batch's length."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return chunks
+    count = torch.tensor([chunks], device=device)
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    return int(count.item())
 
 
 def token_logprobs_from_hidden(
@@ -179,7 +194,10 @@ def sequence_token_logprobs(
         logps = token_logprobs_from_logits(logits, labels, log1m)
     else:
         hidden, head = hidden_states(model, input_ids, attention_mask, position_ids)
-        logps = token_logprobs_from_hidden(hidden[:, :-1], head, labels, chunk_size, log1m)
+        # The head runs at the scored positions only (no logits for prompt and padding positions), in chunks of as
+        # many positions as `chunk_size` positions of every row.
+        values = token_logprobs_from_hidden(hidden[:, :-1][mask][None], head, labels[mask][None], chunk_size * mask.shape[0], log1m)[0]
+        logps = values.new_zeros((*mask.shape, *values.shape[1:])).index_put((mask,), values)
     return logps.masked_fill(~(mask[..., None] if log1m else mask), 0.0), mask
 
 
