@@ -110,7 +110,7 @@ class DataSettings(_Strict):
     max_length: int = Field(1024, gt=0)
     max_prompt_length: int = Field(512, gt=0)
     skip_invalid: bool = False
-    packing: bool = Field(False, description="padding-free batches: all sequences in one row (sdpa, eager, flash-attention)")
+    packing: bool = Field(False, description="padding-free batches: sequences end to end, in rows of at most max_length tokens (sdpa, eager), or one row (flash-attention varlen)")
     share_prompts: bool = Field(False, description="compute a prompt shared by several sequences once (DPO's chosen and "
                                 "rejected, D2O's K + 1): a 4D attention mask per prompt group (sdpa, eager)")
 

@@ -33,12 +33,15 @@ from pathlib import Path
 CONFIGS = {
     "trl default (ref copy, ckpt)": ("trl", "model", False, True, "dpo"),
     "trl precompute (ckpt)": ("trl", "precompute", False, True, "dpo"),
+    # TRL 1.16 accepts padding_free=True but warns that it is "temporarily unavailable" and pads: this row shows that
     "trl precompute (ckpt), padding-free": ("trl", "precompute", False, True, "dpo", {"padding_free": True}),
     "alignkit (c) precompute, ckpt": ("alignkit", "precompute", False, True, "dpo"),
     "alignkit (c) precompute": ("alignkit", "precompute", False, False, "dpo"),
     "alignkit (a) ref model, ckpt": ("alignkit", "model", False, True, "dpo"),
     "trl LoRA (adapter off, ckpt)": ("trl", "adapter", True, True, "dpo"),
     "alignkit (b) LoRA adapter off, ckpt": ("alignkit", "adapter", True, True, "dpo"),
+    "alignkit (b) LoRA adapter off, ckpt, packed": ("alignkit", "adapter", True, True, "dpo", {"packing": True}),
+    "alignkit (c) LoRA precompute, ckpt": ("alignkit", "precompute", True, True, "dpo"),
     "alignkit dpo (c), no ckpt": ("alignkit", "precompute", False, False, "dpo"),
     "alignkit cut, no ckpt": ("alignkit", None, False, False, "cut"),
     # padding-free batches: CUT's Misalign rows (judgment in the context) are longer than its Align-N rows
@@ -68,6 +71,8 @@ BASELINE = {
     "alignkit (c) precompute": "trl default (ref copy, ckpt)",
     "alignkit (a) ref model, ckpt": "trl default (ref copy, ckpt)",
     "alignkit (b) LoRA adapter off, ckpt": "trl LoRA (adapter off, ckpt)",
+    "alignkit (b) LoRA adapter off, ckpt, packed": "trl LoRA (adapter off, ckpt)",
+    "alignkit (c) LoRA precompute, ckpt": "trl LoRA (adapter off, ckpt)",
     "alignkit cut, no ckpt": "alignkit dpo (c), no ckpt",
     "alignkit dpo (c), no ckpt, packed": "alignkit dpo (c), no ckpt",
     "alignkit (c) precompute, ckpt, packed": "trl precompute (ckpt)",
@@ -252,7 +257,7 @@ def worker(args: argparse.Namespace) -> dict:
         from transformers import AutoModelForCausalLM
         from trl import DPOConfig, DPOTrainer
 
-        rows = [json.loads(line) for line in open(args.data)]
+        rows = [json.loads(line) for line in open(data["train"])]  # the long-prompt copy under --long-prompts
         path = resolve_model_path(args.model)
         baseline = _reset_peak()
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")

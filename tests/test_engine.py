@@ -96,22 +96,43 @@ def test_resume_continues_with_the_same_data_order(tmp_path):
     assert losses(again) == losses(history) and len(losses(history)) == 3
 
 
-def test_packed_and_padded_batches_give_the_same_logprobs(tmp_path):
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("recipe", ["recipes/dpo_tiny.yaml", "recipes/cut_tiny.yaml", "recipes/dckd_tiny.yaml"])
+def test_packed_and_padded_batches_give_the_same_logprobs(tmp_path, recipe, attn):
+    """Packed rows of at most max_length tokens (SDPA, eager), one packed row (what flash-attention gets) and padded
+    rows give the same per-sequence values and train."""
     from transformers import AutoModelForCausalLM
 
-    from alignkit.modeling.loading import resolve_model_path
+    from alignkit.config import load_recipe
     from alignkit.engine.run import build
+    from alignkit.modeling.loading import resolve_model_path
 
     outputs = {}
-    for packing in (False, True):
-        prep = build(tiny_recipe(tmp_path, f"data.packing={packing}"))
+    for layout in ("padded", "rows", "one row"):
+        prep = build(load_recipe(recipe, ["model.path=tiny:xs", f"training.output_dir={tmp_path / 'run'}", "data.eval=[]",
+                                          f"model.attn_implementation={attn}", f"data.packing={layout != 'padded'}",
+                                          *(["method_args.teacher=tiny:s", "method_args.k=8"] if "dckd" in recipe else [])]))
+        if layout == "one row":
+            prep.method.pack_width = None
         batch = prep.method.collate(prep.train_examples[:6])
-        assert ("attention_mask" in batch) != packing and batch["input_ids"].shape[0] == (1 if packing else 12)
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:xs"), attn_implementation="sdpa")
-        outputs[packing] = prep.method.sequence_outputs(model, batch)
-        outputs[packing]["chosen_logps"].sum().backward()  # packing must train too
-    for key in ("chosen_logps", "rejected_logps", "chosen_tokens", "rejected_tokens"):
-        assert torch.allclose(outputs[False][key], outputs[True][key], atol=1e-4), key
+        rows = batch["input_ids"].shape[0]
+        if layout == "padded":
+            assert "attention_mask" in batch and rows == int(batch["sequence_index"].max()) + 1
+        else:
+            assert "attention_mask" not in batch and (rows == 1) == (layout == "one row")
+            width = prep.method.tokens.max_length
+            if layout == "rows":  # several rows, each holding several sequences
+                assert 1 < rows < int(batch["sequence_index"].max()) + 1
+                assert (batch["sequence_index"][:, 1:] >= batch["sequence_index"][:, :-1]).all()  # order kept within rows
+                assert (batch["sequence_index"][1:, 0] > batch["sequence_index"][:-1, -1]).all() or rows == 1  # and across
+                assert batch["input_ids"].shape[1] <= -(-width // 8) * 8
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:xs"), attn_implementation=attn)
+        out = prep.method.sequence_outputs(model, batch)
+        next(v for v in out.values() if v.requires_grad).sum().backward()  # packing must train too
+        outputs[layout] = out
+    for layout in ("rows", "one row"):
+        for key, value in outputs["padded"].items():
+            assert torch.allclose(value.float(), outputs[layout][key].float(), atol=1e-4), (layout, key)
 
 
 @pytest.mark.parametrize("route", ["model", "adapter"])

@@ -101,6 +101,7 @@ class CompletionMethod:
         self.tokens = PromptCompletionTokenizer(tokenizer, data.template, data.max_length, data.max_prompt_length)
         self.pad_id = tokenizer.pad_token_id
         self.packing = data.packing
+        self.pack_width: int | None = None  # one packed row; the engine sets the row width for non-varlen attention
         self.share_prompts = getattr(data, "share_prompts", False)
         if self.share_prompts and not self.supports_shared_prompts:
             raise ValueError(f"method {type(self).__module__} reads per-position layouts; data.share_prompts is not supported")
@@ -126,7 +127,7 @@ class CompletionMethod:
 
     def batch(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
         """(prompt, completion) rows as a padded or packed batch."""
-        return rows_to_batch(rows, self.pad_id, self.packing, self.share_prompts)
+        return rows_to_batch(rows, self.pad_id, self.packing, self.share_prompts, self.pack_width)
 
     def batch_with_reference(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
                              examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -83,7 +83,10 @@ def _records_for(method: Any, entries: list[Any], recipe: Recipe, split: str) ->
 
 def load_method(recipe: Recipe, tokenizer: Any) -> Any:
     """The recipe's method object."""
-    return method_module(recipe.method).Method(recipe.method_settings(), tokenizer, recipe.data)
+    method = method_module(recipe.method).Method(recipe.method_settings(), tokenizer, recipe.data)
+    if "flash" not in (recipe.model.attn_implementation or ""):  # varlen flash-attention takes one packed row
+        method.pack_width = recipe.data.max_length
+    return method
 
 
 def build(recipe: Recipe, compute_signals: bool = True) -> Prepared:

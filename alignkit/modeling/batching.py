@@ -3,9 +3,12 @@
 Tokenisation itself (one rule for training and sampling) is `alignkit.data.tokenization`. Two batch
 layouts, both carrying `sequence_index` (which sequence each token belongs to):
 - padded: one sequence per row, right-padded to a multiple of 8, with an attention mask;
-- packed (padding-free): all sequences in one row with restarting `position_ids` and no attention
-  mask. transformers then builds block-diagonal causal attention (flash-attention varlen on GPU;
-  SDPA and eager on CPU too), so packed and padded log-probs agree.
+- packed (padding-free): sequences laid end to end with restarting `position_ids` and no attention
+  mask. transformers then builds block-diagonal causal attention, so packed and padded log-probs agree.
+  With flash-attention (varlen, which transformers only uses for a single row) all sequences go in one
+  row; with SDPA, eager or flex attention, whose cost grows with the square of a row, consecutive
+  sequences fill rows of at most `width` tokens (the recipe's max_length), so no row costs more than the
+  longest padded sequence. Sequences keep their order, row by row.
 
 A third layout computes a prompt shared by several sequences once (`shared_prompt_rows`): one row per
 distinct prompt holding the prompt followed by each of its completions, with a 4D attention mask in which
@@ -28,31 +31,40 @@ PAD_MULTIPLE = 8
 Rows = Sequence[tuple[Sequence[int], Sequence[int]]]
 
 
-def rows_to_batch(rows: Rows, pad_id: int, packing: bool = False, share_prompts: bool = False) -> dict[str, torch.Tensor]:
-    """(prompt, completion) rows as a padded, a packed or a shared-prompt batch."""
+def rows_to_batch(rows: Rows, pad_id: int, packing: bool = False, share_prompts: bool = False,
+                  pack_width: int | None = None) -> dict[str, torch.Tensor]:
+    """(prompt, completion) rows as a padded, a packed (rows of at most `pack_width` tokens; None: one row)
+    or a shared-prompt batch."""
     if share_prompts:
         return shared_prompt_rows(rows, pad_id)
-    return pack_rows(rows, pad_id) if packing else pad_rows(rows, pad_id)
+    return pack_rows(rows, pad_id, width=pack_width) if packing else pad_rows(rows, pad_id)
 
 
-def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
-    """All rows in one sequence: input_ids, position_ids (restarting per row), loss_mask, sequence_index."""
-    ids: list[int] = []
-    positions: list[int] = []
-    loss: list[int] = []
-    index: list[int] = []
+def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Sequences end to end: input_ids, position_ids (restarting per sequence), loss_mask, sequence_index.
+
+    `width=None` puts every sequence in one row; otherwise consecutive sequences share a row while they fit in
+    `width` tokens (a longer sequence gets a row of its own). Each row's tail pad forms its own unscored segment."""
+    packed: list[tuple[list[int], list[int], list[int], list[int]]] = []
     for i, (p, c) in enumerate(rows):
+        n = len(p) + len(c)
+        if not packed or (width is not None and len(packed[-1][0]) + n > width):
+            packed.append(([], [], [], []))
+        ids, positions, loss, index = packed[-1]
         ids += [*p, *c]
-        positions += range(len(p) + len(c))
+        positions += range(n)
         loss += [0] * len(p) + [1] * len(c)
-        index += [i] * (len(p) + len(c))
-    extra = -len(ids) % multiple  # the tail pad forms its own (unscored) segment
-    ids += [pad_id] * extra
-    positions += range(extra)
-    loss += [0] * extra
-    index += [len(rows) - 1] * extra
-    as_row = lambda xs: torch.tensor(xs, dtype=torch.long)[None]  # noqa: E731
-    return {"input_ids": as_row(ids), "position_ids": as_row(positions), "loss_mask": as_row(loss), "sequence_index": as_row(index)}
+        index += [i] * n
+    longest = max(len(row[0]) for row in packed)
+    span = -(-longest // multiple) * multiple
+    out = {name: torch.zeros((len(packed), span), dtype=torch.long) for name in ("input_ids", "position_ids", "loss_mask", "sequence_index")}
+    for r, (ids, positions, loss, index) in enumerate(packed):
+        extra = span - len(ids)
+        out["input_ids"][r] = torch.tensor(ids + [pad_id] * extra)
+        out["position_ids"][r] = torch.tensor(positions + list(range(extra)))
+        out["loss_mask"][r, : len(loss)] = torch.tensor(loss)
+        out["sequence_index"][r] = torch.tensor(index + [index[-1]] * extra)
+    return out
 
 
 def pad_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
