@@ -213,3 +213,25 @@ def test_a_lora_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_packed_rows_keep_order_fit_the_width_and_use_the_fewest_rows():
+    import random
+
+    from alignkit.modeling.batching import _row_starts, pack_rows
+
+    rng = random.Random(0)
+    for _ in range(300):
+        rows = [([1] * rng.randint(0, 30), [2] * rng.randint(1, 40)) for _ in range(rng.randint(1, 20))]
+        lengths = [len(p) + len(c) for p, c in rows]
+        width = rng.choice([None, 16, 50, 100, 400])
+        batch = pack_rows(rows, 0, width=width)
+        assert int((batch["input_ids"] != 0).sum()) == sum(lengths) and int(batch["loss_mask"].sum()) == sum(len(c) for _, c in rows)
+        order = batch["sequence_index"]
+        assert (order[:, 1:] >= order[:, :-1]).all() and (order[1:, 0] > order[:-1, -1]).all()
+        if width is None:
+            assert batch["input_ids"].shape[0] == 1
+        else:
+            cap = max(width, max(lengths))
+            assert batch["input_ids"].shape[1] <= -(-cap // 8) * 8
+            assert batch["input_ids"].shape[0] == len(_row_starts(lengths, cap))  # as few rows as in-order filling allows

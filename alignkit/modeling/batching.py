@@ -43,12 +43,16 @@ def rows_to_batch(rows: Rows, pad_id: int, packing: bool = False, share_prompts:
 def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int | None = None) -> dict[str, torch.Tensor]:
     """Sequences end to end: input_ids, position_ids (restarting per sequence), loss_mask, sequence_index.
 
-    `width=None` puts every sequence in one row; otherwise consecutive sequences share a row while they fit in
-    `width` tokens (a longer sequence gets a row of its own). Each row's tail pad forms its own unscored segment."""
+    `width=None` puts every sequence in one row; otherwise consecutive sequences share rows of at most `width`
+    tokens (a longer sequence gets a row of its own): as few rows as in-order filling allows, balanced so the
+    longest row, which every row is padded to, is as short as possible. Each row's tail pad forms its own
+    unscored segment."""
+    lengths = [len(p) + len(c) for p, c in rows]
+    starts = _balanced_row_starts(lengths, width)
     packed: list[tuple[list[int], list[int], list[int], list[int]]] = []
     for i, (p, c) in enumerate(rows):
-        n = len(p) + len(c)
-        if not packed or (width is not None and len(packed[-1][0]) + n > width):
+        n = lengths[i]
+        if i in starts:
             packed.append(([], [], [], []))
         ids, positions, loss, index = packed[-1]
         ids += [*p, *c]
@@ -65,6 +69,33 @@ def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int 
         out["loss_mask"][r, : len(loss)] = torch.tensor(loss)
         out["sequence_index"][r] = torch.tensor(index + [index[-1]] * extra)
     return out
+
+
+def _row_starts(lengths: Sequence[int], capacity: int) -> set[int]:
+    """Where each row starts when consecutive sequences fill rows of `capacity` tokens."""
+    starts, used = {0}, 0
+    for i, n in enumerate(lengths):
+        if used and used + n > capacity:
+            starts.add(i)
+            used = 0
+        used += n
+    return starts
+
+
+def _balanced_row_starts(lengths: Sequence[int], width: int | None) -> set[int]:
+    """Row starts for in-order packing: the fewest rows of at most `width` tokens (one row when None), then the
+    smallest capacity that still gives that many rows (a binary search), so the rows come out even."""
+    if width is None or not lengths:
+        return {0}
+    rows = len(_row_starts(lengths, max(width, max(lengths))))
+    lo, hi = max(max(lengths), -(-sum(lengths) // rows)), max(width, max(lengths))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_row_starts(lengths, mid)) <= rows:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _row_starts(lengths, lo)
 
 
 def pad_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
