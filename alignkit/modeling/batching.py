@@ -87,8 +87,9 @@ def _balanced_row_starts(lengths: Sequence[int], width: int | None) -> set[int]:
     smallest capacity that still gives that many rows (a binary search), so the rows come out even."""
     if width is None or not lengths:
         return {0}
-    rows = len(_row_starts(lengths, max(width, max(lengths))))
-    lo, hi = max(max(lengths), -(-sum(lengths) // rows)), max(width, max(lengths))
+    longest = max(lengths)
+    rows = len(_row_starts(lengths, max(width, longest)))
+    lo, hi = max(longest, -(-sum(lengths) // rows)), max(width, longest)
     while lo < hi:
         mid = (lo + hi) // 2
         if len(_row_starts(lengths, mid)) <= rows:

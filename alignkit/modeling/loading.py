@@ -108,8 +108,7 @@ def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_che
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if gradient_checkpointing:
         # Non-reentrant checkpointing (PyTorch's recommendation, TRL's default) except for a LoRA policy under ZeRO-3,
-        # which needs the reentrant form (huggingface/trl#2514). Reentrant checkpointing also makes every step
-        # compute gradients for the embedding output, which a LoRA run otherwise skips.
+        # which needs the reentrant form (huggingface/trl#2514).
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         reentrant = bool(settings.lora) and is_deepspeed_zero3_enabled()

@@ -61,13 +61,14 @@ def chunked_head(
     # A frozen ZeRO-3 partitioned head (LoRA) is gathered again for the recomputation only in the reentrant form (the
     # non-reentrant one finds it partitioned and fails); a trainable one needs the non-reentrant form, under which
     # its gradient is reduced once per step and not once per chunk.
-    reentrant = any(hasattr(p, "ds_id") for p in head_params) and not any(p.requires_grad for p in head_params)
+    partitioned = any(hasattr(p, "ds_id") for p in head_params)
+    reentrant = partitioned and not any(p.requires_grad for p in head_params)
 
     def run(h: torch.Tensor, *rest: torch.Tensor) -> Any:
         return fn(_apply_head(head, h), *rest)
 
     chunks = max(1, -(-hidden.shape[1] // chunk_size))
-    if any(hasattr(p, "ds_id") for p in head_params):
+    if partitioned:
         chunks = _chunks_on_every_rank(chunks, hidden.device)
     pieces = []
     for start in range(0, chunks * chunk_size, chunk_size):  # chunks past the end are empty
