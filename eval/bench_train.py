@@ -6,6 +6,7 @@ its own subprocess (so peak memory is per configuration), and the table compares
     python eval/bench_train.py                       # tiny:m on the gym pairs, 12 timed steps each
     python eval/bench_train.py --model tiny:100m --steps 6 --max-length 256
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit cut, no ckpt"   # CUT step vs DPO step
+    python eval/bench_train.py --configs "alignkit dpo (c), no ckpt, packed;alignkit cut, no ckpt, packed, DPO's tokens/step"
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit d2o K=4, no ckpt"   # D²O step vs DPO step
     python eval/bench_train.py --profile --configs "alignkit (c) precompute, ckpt;trl precompute (ckpt)"   # where a step's time goes
 
@@ -48,6 +49,8 @@ CONFIGS = {
     "alignkit dpo (c), no ckpt, packed": ("alignkit", "precompute", False, False, "dpo", {"packing": True}),
     "alignkit (c) precompute, ckpt, packed": ("alignkit", "precompute", False, True, "dpo", {"packing": True}),
     "alignkit cut, no ckpt, packed": ("alignkit", None, False, False, "cut", {"packing": True}),
+    # as many triples per step as give the packed DPO step's tokens (the gym's CUT rows are longer), so the memory compares
+    "alignkit cut, no ckpt, packed, DPO's tokens/step": ("alignkit", None, False, False, "cut", {"packing": True, "match_tokens": True}),
     "alignkit d2o K=4, no ckpt": ("alignkit", "precompute", False, False, "d2o"),
     # shared prompts: each distinct prompt computed once (DPO's chosen/rejected, D²O's K + 1)
     "alignkit (c) precompute, ckpt, shared prompts": ("alignkit", "precompute", False, True, "dpo", {"share_prompts": True}),
@@ -77,7 +80,8 @@ BASELINE = {
     "alignkit dpo (c), no ckpt, packed": "alignkit dpo (c), no ckpt",
     "alignkit (c) precompute, ckpt, packed": "trl precompute (ckpt)",
     "trl precompute (ckpt), padding-free": "trl precompute (ckpt)",
-    "alignkit cut, no ckpt, packed": "alignkit dpo (c), no ckpt",
+    "alignkit cut, no ckpt, packed": "alignkit dpo (c), no ckpt, packed",
+    "alignkit cut, no ckpt, packed, DPO's tokens/step": "alignkit dpo (c), no ckpt, packed",
     "alignkit d2o K=4, no ckpt": "alignkit dpo (c), no ckpt",
     "alignkit (c) precompute, ckpt, shared prompts": "trl precompute (ckpt)",
     "alignkit dpo (c), no ckpt, shared prompts": "alignkit dpo (c), no ckpt",
@@ -221,6 +225,7 @@ def worker(args: argparse.Namespace) -> dict:
     share = options.pop("share_prompts", False)
     packing = options.pop("packing", False)
     trl_padding_free = options.pop("padding_free", False)
+    match_tokens = options.pop("match_tokens", False)
     lora_cfg = {"r": 16, "alpha": 16, "dropout": 0.0} if lora else None
     data = {"train": args.data, "template": "chat", "max_length": args.max_length, "max_prompt_length": args.prompt_length or args.max_length // 2,
             "share_prompts": share, "packing": packing}
@@ -244,6 +249,11 @@ def worker(args: argparse.Namespace) -> dict:
     prep.method.share_prompts = prep.method.packing = False
     tokens_per_example = sum(_real_tokens(prep.method.collate([e])) for e in prep.train_examples) / len(prep.train_examples)
     prep.method.share_prompts, prep.method.packing = share, packing
+    if match_tokens:  # the batch whose tokens per step come closest to the baseline's
+        if not args.tokens_per_step:
+            raise SystemExit(f"{args.worker}: run its baseline ({BASELINE[args.worker]}) before it in --configs")
+        args.batch = max(1, round(args.tokens_per_step / tokens_per_example))
+        recipe.training.per_device_train_batch_size = args.batch
     phases = PhaseTimer() if args.profile else None
     timer = _timer_callback(args.warmup, phases)
     if framework == "alignkit":
@@ -280,7 +290,8 @@ def worker(args: argparse.Namespace) -> dict:
     profile = None
     if phases is not None:  # per timed step; the data fetch of the first timed step falls before its step begins
         profile = {k: v / timer.timed_steps for k, v in phases.totals.items()}
-    return {"profile": profile, "config": args.worker, "tokens_per_s": examples * tokens_per_example / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
+    return {"profile": profile, "config": args.worker, "batch": args.batch, "tokens_per_step": args.batch * tokens_per_example,
+            "tokens_per_s": examples * tokens_per_example / timer.seconds, "step_s": timer.seconds / timer.timed_steps,
             "peak_mb": (_peak_bytes() - baseline) / 2**20, "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
@@ -300,6 +311,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also print where each configuration's step time goes "
                         "(data, forward, log-prob chunks, backward, optimizer); the wrappers cost a little time")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--tokens-per-step", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(args)), flush=True)
@@ -310,6 +322,8 @@ def main() -> None:
                "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--out", f"{args.out}/{len(results)}",
                *(["--prompt-length", str(args.prompt_length)] if args.prompt_length else []), *(["--long-prompts"] if args.long_prompts else []),
                *(["--profile"] if args.profile else [])]
+        if name in BASELINE and BASELINE[name] in results:
+            cmd += ["--tokens-per-step", str(results[BASELINE[name]]["tokens_per_step"])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
@@ -325,7 +339,8 @@ def main() -> None:
     for name, r in results.items():
         base = results.get(BASELINE.get(name, ""))
         ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x speed, {r['peak_mb'] / max(base['peak_mb'], 1e-9):.2f}x memory vs {BASELINE[name]}" if base else ""
-        print(f"| {name:<30} | {r['tokens_per_s']:8.0f} | {r['step_s']:6.3f} | {r['peak_mb']:7.0f} | {ratio} |")
+        batch = f" (batch {r['batch']})" if r["batch"] != args.batch else ""
+        print(f"| {name + batch:<30} | {r['tokens_per_s']:8.0f} | {r['step_s']:6.3f} | {r['peak_mb']:7.0f} | {ratio} |")
     profiled = {name: r["profile"] for name, r in results.items() if r.get("profile")}
     if profiled:
         print("\nWhere a timed step's wall time goes (seconds per step, share of the profiled step):\n")

@@ -177,6 +177,20 @@ def test_adpa_samples_once_and_trains(tmp_path):
     assert 1 <= len(ex["sample_ids"]) <= 8 and ex["chosen_ids"]
     batch = prep.method.collate(prep.train_examples[:2])
     assert batch["adv_ids"].shape[0] == sum(len(e["sample_ids"]) for e in prep.train_examples[:2])
+    # packed rows (first-fit decreasing, so sequences out of row-major order) place the advantages as padded rows do
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.modeling.loading import resolve_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:xs"), attn_implementation="sdpa")
+    examples = prep.train_examples[:8]
+    padded = prep.method.sequence_outputs(model, prep.method.collate(examples))
+    prep.method.packing, prep.method.pack_width = True, 48
+    packed_batch = prep.method.collate(examples)
+    assert 1 < packed_batch["input_ids"].shape[0] < 16 and not (packed_batch["sequence_index"][1:, 0] > packed_batch["sequence_index"][:-1, -1]).all()
+    packed = prep.method.sequence_outputs(model, packed_batch)
+    for key, value in padded.items():
+        assert torch.allclose(value, packed[key], atol=1e-4), key
     summary = train(recipe)
     assert summary.steps == 3 and summary.after["advantage_term"] > summary.before["advantage_term"]
 

@@ -124,7 +124,8 @@ def test_packed_and_padded_batches_give_the_same_logprobs(tmp_path, recipe, attn
             if layout == "rows":  # several rows, each holding several sequences
                 assert 1 < rows < int(batch["sequence_index"].max()) + 1
                 assert (batch["sequence_index"][:, 1:] >= batch["sequence_index"][:, :-1]).all()  # order kept within rows
-                assert (batch["sequence_index"][1:, 0] > batch["sequence_index"][:-1, -1]).all()  # and across
+                # but not across them (first-fit decreasing), so the per-position consumers' reordering is exercised
+                assert not (batch["sequence_index"][1:, 0] > batch["sequence_index"][:-1, -1]).all()
                 assert batch["input_ids"].shape[1] <= -(-width // 8) * 8
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:xs"), attn_implementation=attn)
         out = prep.method.sequence_outputs(model, batch)
@@ -215,23 +216,35 @@ def test_a_lora_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
-def test_packed_rows_keep_order_fit_the_width_and_use_the_fewest_rows():
+def test_packed_rows_keep_each_sequence_whole_fit_the_width_and_use_first_fit_decreasing_rows():
     import random
 
-    from alignkit.modeling.batching import _row_starts, pack_rows
+    from alignkit.modeling.batching import _first_fit_decreasing, pack_rows
+    from alignkit.modeling.logprobs import completion_matrix, scored_positions
 
     rng = random.Random(0)
     for _ in range(300):
-        rows = [([1] * rng.randint(0, 30), [2] * rng.randint(1, 40)) for _ in range(rng.randint(1, 20))]
+        rows = [([1] * rng.randint(0, 30), [2 + i] * rng.randint(1, 40)) for i in range(rng.randint(1, 20))]
         lengths = [len(p) + len(c) for p, c in rows]
         width = rng.choice([None, 16, 50, 100, 400])
         batch = pack_rows(rows, 0, width=width)
-        assert int((batch["input_ids"] != 0).sum()) == sum(lengths) and int(batch["loss_mask"].sum()) == sum(len(c) for _, c in rows)
-        order = batch["sequence_index"]
-        assert (order[:, 1:] >= order[:, :-1]).all() and (order[1:, 0] > order[:-1, -1]).all()
+        scored = [c if p else c[1:] for p, c in rows]  # a first token with no prompt is not scored (as when padded)
+        assert int((batch["input_ids"] != 0).sum()) == sum(lengths) and int(batch["loss_mask"].sum()) == sum(map(len, scored))
+        index, positions = batch["sequence_index"], batch["position_ids"]
+        for i, n in enumerate(lengths):  # each sequence whole, in one row, contiguous, positions 0..n-1
+            r, c = torch.nonzero((index == i) & (batch["input_ids"] != 0), as_tuple=True)
+            assert r.unique().numel() == 1 and (c == torch.arange(c[0], c[0] + n)).all()
+            assert (positions[r, c] == torch.arange(n)).all()
+        mask = batch["loss_mask"][:, 1:].bool()
+        matrix, valid = completion_matrix(batch["input_ids"][:, 1:], mask, batch)  # sequence order restored
+        for i, c in enumerate(scored):
+            assert matrix[i][valid[i]].tolist() == c
+        at = scored_positions(mask, batch)
+        assert batch["input_ids"][:, 1:][at].tolist() == [t for c in scored for t in c]
         if width is None:
             assert batch["input_ids"].shape[0] == 1
         else:
             cap = max(width, max(lengths))
             assert batch["input_ids"].shape[1] <= -(-cap // 8) * 8
-            assert batch["input_ids"].shape[0] == len(_row_starts(lengths, cap))  # as few rows as in-order filling allows
+            assert batch["input_ids"].shape[0] <= len(_first_fit_decreasing(lengths, cap))  # as few rows as FFD needs
+            assert batch["input_ids"].shape[0] >= -(-sum(lengths) // cap)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alignkit.data.tokenization import PromptCompletionTokenizer
 from alignkit.engine.signals import Samples, SequenceLogps, TokenTopK
 from alignkit.modeling.batching import rows_to_batch
-from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum
+from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum, scored_positions
 
 
 class MethodArgs(BaseModel):
@@ -161,6 +161,7 @@ class CompletionMethod:
         [R, T-1, K], zeros elsewhere: (ids or None in full-vocabulary mode, log-probs, gathered or None).
         The rows of `topk_rows` and of the batch must be the same sequences in the same order."""
         valid = batch[f"{name}_valid"]
+        positions = scored_positions(mask, batch)
         out: list[torch.Tensor | None] = []
         for field in ("ids", "logps", "gathered"):
             values = batch.get(f"{name}_{field}")
@@ -168,7 +169,7 @@ class CompletionMethod:
                 out.append(None)
                 continue
             laid = values.new_zeros(*mask.shape, values.shape[-1])
-            laid[mask] = values[valid]
+            laid[positions] = values[valid]
             out.append(laid)
         return tuple(out)
 

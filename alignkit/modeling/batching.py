@@ -6,9 +6,11 @@ layouts, both carrying `sequence_index` (which sequence each token belongs to):
 - packed (padding-free): sequences laid end to end with restarting `position_ids` and no attention
   mask. transformers then builds block-diagonal causal attention, so packed and padded log-probs agree.
   With flash-attention (varlen, which transformers only uses for a single row) all sequences go in one
-  row; with SDPA, eager or flex attention, whose cost grows with the square of a row, consecutive
-  sequences fill rows of at most `width` tokens (the recipe's max_length), so no row costs more than the
-  longest padded sequence. Sequences keep their order, row by row.
+  row; with SDPA, eager or flex attention, whose cost grows with the square of a row, sequences fill rows
+  of at most `width` tokens (the recipe's max_length), so no row costs more than the longest padded
+  sequence. Rows are filled first-fit decreasing, so the rows' tail padding stays small; a sequence's
+  tokens stay together and in order, but sequences are no longer in row-major order: read per-position
+  values in sequence order through `modeling.logprobs.scored_positions`.
 
 A third layout computes a prompt shared by several sequences once (`shared_prompt_rows`): one row per
 distinct prompt holding the prompt followed by each of its completions, with a 4D attention mask in which
@@ -43,22 +45,26 @@ def rows_to_batch(rows: Rows, pad_id: int, packing: bool = False, share_prompts:
 def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int | None = None) -> dict[str, torch.Tensor]:
     """Sequences end to end: input_ids, position_ids (restarting per sequence), loss_mask, sequence_index.
 
-    `width=None` puts every sequence in one row; otherwise consecutive sequences share rows of at most `width`
-    tokens (a longer sequence gets a row of its own): as few rows as in-order filling allows, balanced so the
-    longest row, which every row is padded to, is as short as possible. Each row's tail pad forms its own
-    unscored segment."""
+    `width=None` puts every sequence in one row; otherwise sequences share rows of at most `width` tokens (a
+    longer sequence gets a row of its own), placed first-fit decreasing: as few rows as that allows, balanced
+    so the longest row, which every row is padded to, is as short as possible. Within a row sequences keep
+    their order. Each row's tail pad forms its own unscored segment."""
     lengths = [len(p) + len(c) for p, c in rows]
-    starts = _balanced_row_starts(lengths, width)
     packed: list[tuple[list[int], list[int], list[int], list[int]]] = []
-    for i, (p, c) in enumerate(rows):
-        n = lengths[i]
-        if i in starts:
-            packed.append(([], [], [], []))
-        ids, positions, loss, index = packed[-1]
-        ids += [*p, *c]
-        positions += range(n)
-        loss += [0] * len(p) + [1] * len(c)
-        index += [i] * n
+    for members in _balanced_rows(lengths, width):
+        ids: list[int] = []
+        positions: list[int] = []
+        loss: list[int] = []
+        index: list[int] = []
+        for i in members:
+            p, c = rows[i]
+            ids += [*p, *c]
+            positions += range(lengths[i])
+            # a sequence's first token has nothing before it to be predicted from (as in a padded row, where it is
+            # never scored); unmasked here it would be predicted from the previous sequence in the row
+            loss += [0] * max(len(p), 1) + [1] * (len(c) - (not p))
+            index += [i] * lengths[i]
+        packed.append((ids, positions, loss, index))
     longest = max(len(row[0]) for row in packed)
     span = -(-longest // multiple) * multiple
     out = {name: torch.zeros((len(packed), span), dtype=torch.long) for name in ("input_ids", "position_ids", "loss_mask", "sequence_index")}
@@ -71,32 +77,39 @@ def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int 
     return out
 
 
-def _row_starts(lengths: Sequence[int], capacity: int) -> set[int]:
-    """Where each row starts when consecutive sequences fill rows of `capacity` tokens."""
-    starts, used = {0}, 0
-    for i, n in enumerate(lengths):
-        if used and used + n > capacity:
-            starts.add(i)
-            used = 0
-        used += n
-    return starts
+def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Sequence indices grouped into rows of `capacity` tokens, longest first, each into the first row with
+    room (a longer sequence gets a row of its own); each row's members ascending, rows by their first member."""
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        n = lengths[i]
+        r = next((r for r, u in enumerate(used) if u + n <= capacity), None)
+        if r is None:
+            rows.append([])
+            used.append(0)
+            r = len(rows) - 1
+        rows[r].append(i)
+        used[r] += n
+    return sorted((sorted(r) for r in rows), key=lambda r: r[0])
 
 
-def _balanced_row_starts(lengths: Sequence[int], width: int | None) -> set[int]:
-    """Row starts for in-order packing: the fewest rows of at most `width` tokens (one row when None), then the
-    smallest capacity that still gives that many rows (a binary search), so the rows come out even."""
+def _balanced_rows(lengths: Sequence[int], width: int | None) -> list[list[int]]:
+    """Rows for packing: one row when `width` is None; otherwise the rows of first-fit decreasing at `width`
+    tokens, then at the smallest capacity (a binary search) that needs no more rows, so the rows come out even."""
     if width is None or not lengths:
-        return {0}
+        return [list(range(len(lengths)))]
     longest = max(lengths)
-    rows = len(_row_starts(lengths, max(width, longest)))
-    lo, hi = max(longest, -(-sum(lengths) // rows)), max(width, longest)
-    while lo < hi:
+    hi = max(width, longest)
+    count = len(_first_fit_decreasing(lengths, hi))
+    lo = max(longest, -(-sum(lengths) // count))
+    while lo < hi:  # invariant: capacity hi needs at most `count` rows
         mid = (lo + hi) // 2
-        if len(_row_starts(lengths, mid)) <= rows:
+        if len(_first_fit_decreasing(lengths, mid)) <= count:
             hi = mid
         else:
             lo = mid + 1
-    return _row_starts(lengths, lo)
+    return _first_fit_decreasing(lengths, hi)
 
 
 def pad_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
@@ -151,6 +164,8 @@ def shared_prompt_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) ->
     for i, (_, completion) in enumerate(rows):
         gi, col, n = where[i]
         for j, token in enumerate(completion):
+            if j == 0 and n == 0:
+                continue  # nothing to predict a first token from (unscored, as in the other layouts)
             pred_row.append(gi)
             pred_col.append(n - 1 if j == 0 else col + j - 1)
             labels.append(token)

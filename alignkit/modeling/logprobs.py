@@ -237,14 +237,24 @@ def per_sequence_mean(values: torch.Tensor, mask: torch.Tensor, batch: dict[str,
     return per_sequence_sum(values, mask, batch) / per_sequence_sum(mask.to(values.dtype), mask, batch).clamp(min=1)
 
 
+def scored_positions(mask: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The indices of `mask`'s scored positions (as `torch.nonzero(mask, as_tuple=True)`), in sequence order:
+    every scored token of sequence 0 in order, then sequence 1, ... Packed rows may hold sequences out of
+    order (see `modeling.batching`), so any per-position data laid out by sequence is placed through these."""
+    flat = torch.nonzero(mask, as_tuple=True)
+    order = torch.argsort(batch["sequence_index"][:, 1:][flat], stable=True)
+    return tuple(f[order] for f in flat)
+
+
 def completion_matrix(values: torch.Tensor, mask: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Scored tokens laid out as [sequences, max completion length (, ...)], with a validity mask.
 
     Row s holds sequence s's completion tokens in order, for padded or packed batches; two sequences
     with the same completion line up by position.
     """
-    seq = batch["sequence_index"][:, 1:][mask]
-    picked = values[mask]
+    positions = scored_positions(mask, batch)
+    seq = batch["sequence_index"][:, 1:][positions]
+    picked = values[positions]
     count = int(batch["sequence_index"].max()) + 1
     lengths = torch.bincount(seq, minlength=count)
     starts = torch.cumsum(lengths, 0) - lengths

@@ -37,7 +37,7 @@ from pydantic import Field
 from alignkit.data.records import PreferencePair, prompt_key
 from alignkit.engine.method import CompletionMethod, MethodArgs, SamplerArgs
 from alignkit.generation.base import SamplingParams
-from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, per_sequence_mean
+from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, per_sequence_mean, scored_positions
 
 FLOOR = 1e-7  # the official merge step floors both teachers' probabilities here
 STUDENT_CLAMP = (1e-8, 1 - 1e-8)
@@ -168,7 +168,7 @@ class Method(CompletionMethod):
         ids = torch.zeros(*mask.shape, k, dtype=torch.long, device=mask.device)
         adv = torch.zeros(*mask.shape, k, device=mask.device)
         n = int(batch["chosen_tokens"])  # scored positions in order: every chosen token, then every ŷ token
-        flat = torch.nonzero(mask, as_tuple=True)
+        flat = scored_positions(mask, batch)
         sample_positions = tuple(f[n:] for f in flat)
         ids[sample_positions] = batch["adv_ids"]
         adv[sample_positions] = batch["adv_values"]
