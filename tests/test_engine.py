@@ -216,6 +216,21 @@ def test_a_lora_run_does_not_depend_on_what_the_cache_held(tmp_path, monkeypatch
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+def test_a_first_token_with_no_prompt_is_unscored_in_every_layout():
+    """Nothing precedes it: padded rows never score it, and packed or shared rows must not predict it from the
+    sequence before it (or from padding); an empty sequence shifts nothing."""
+    from alignkit.modeling.batching import pack_rows, pad_rows, shared_prompt_rows
+    from alignkit.modeling.logprobs import completion_matrix
+
+    rows = [([], []), ([5, 6], [7, 8]), ([], [9, 10, 11])]
+    for batch in (pad_rows(rows, 0), pack_rows(rows, 0, width=16), pack_rows(rows, 0)):
+        mask = batch["loss_mask"][:, 1:].bool()
+        matrix, valid = completion_matrix(batch["input_ids"][:, 1:], mask, batch)
+        assert [m[v].tolist() for m, v in zip(matrix, valid)] == [[], [7, 8], [10, 11]]
+    shared = shared_prompt_rows([([5], [6, 7]), ([], [9])], 0)
+    assert shared["labels"].tolist() == [6, 7] and int(shared["sequence_index"].max()) + 1 == 2
+
+
 def test_packed_rows_keep_each_sequence_whole_fit_the_width_and_use_first_fit_decreasing_rows():
     import random
 

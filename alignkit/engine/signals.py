@@ -389,7 +389,7 @@ def compute_token_topk(signal: TokenTopK, method: Any, examples: list[dict[str, 
     from alignkit.modeling.loading import model_fingerprint
 
     rows = _topk_sequences(method, examples, signal.completions)
-    lengths = np.asarray([len(c) for _, c in rows], dtype=np.int64)
+    lengths = np.asarray([len(c) - (not p) for p, c in rows], dtype=np.int64)  # with no prompt, the first token is unscored
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = int(offsets[-1])
     digest = examples_digest([{"p_ids": p, "c_ids": c} for p, c in rows])

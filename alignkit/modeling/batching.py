@@ -62,7 +62,8 @@ def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int 
             positions += range(lengths[i])
             # a sequence's first token has nothing before it to be predicted from (as in a padded row, where it is
             # never scored); unmasked here it would be predicted from the previous sequence in the row
-            loss += [0] * max(len(p), 1) + [1] * (len(c) - (not p))
+            scored = [0] * len(p) + [1] * len(c)
+            loss += [0] * len(scored[:1]) + scored[1:]
             index += [i] * lengths[i]
         packed.append((ids, positions, loss, index))
     longest = max(len(row[0]) for row in packed)
@@ -173,7 +174,7 @@ def shared_prompt_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) ->
     mask = torch.zeros((g, 1, width, width))
     mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    sequence_index = as_long(seq[:1] + seq)[None]
+    sequence_index = as_long([len(rows) - 1] + seq)[None]  # slot 0 is never read; it keeps max() + 1 = the sequence count
     return {"input_ids": input_ids, "position_ids": positions, "attention_mask": mask, "pred_row": as_long(pred_row),
             "pred_col": as_long(pred_col), "labels": as_long(labels), "sequence_index": sequence_index,
             "loss_mask": torch.ones_like(sequence_index)}

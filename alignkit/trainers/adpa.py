@@ -157,9 +157,7 @@ class Method(CompletionMethod):
         dpo = self.signal_values["dpo"].rows([(e["example_index"], "sample") for e in examples])
         ref = self.signal_values["ref"].rows([(e["example_index"], "sample") for e in examples])
         advantages = adpa_advantages(dpo["ids"], dpo["logps"], ref["gathered"], ref["ids"], ref["logps"], a.ref_fallback, a.beta_adv)
-        chosen_tokens = sum(len(e["chosen_ids"]) for e in examples)
-        return {**self.batch(rows), "adv_ids": dpo["ids"][dpo["valid"]], "adv_values": advantages[dpo["valid"]],
-                "chosen_tokens": torch.tensor(chosen_tokens)}
+        return {**self.batch(rows), "adv_ids": dpo["ids"][dpo["valid"]], "adv_values": advantages[dpo["valid"]]}
 
     def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-example token-mean NLL of chosen and token-mean Σ q̃·Ã over ŷ."""
@@ -167,9 +165,9 @@ class Method(CompletionMethod):
         k = batch["adv_ids"].shape[-1]
         ids = torch.zeros(*mask.shape, k, dtype=torch.long, device=mask.device)
         adv = torch.zeros(*mask.shape, k, device=mask.device)
-        n = int(batch["chosen_tokens"])  # scored positions in order: every chosen token, then every ŷ token
-        flat = scored_positions(mask, batch)
-        sample_positions = tuple(f[n:] for f in flat)
+        flat = scored_positions(mask, batch)  # in sequence order: the chosen rows, then the ŷ rows, as the advantages
+        on_sample = batch["sequence_index"][:, 1:][flat] >= (int(batch["sequence_index"].max()) + 1) // 2
+        sample_positions = tuple(f[on_sample] for f in flat)
         ids[sample_positions] = batch["adv_ids"]
         adv[sample_positions] = batch["adv_values"]
         clip = self.args.advantage_clip

@@ -83,7 +83,7 @@ class Method(CompletionMethod):
                 "length": len(prompt) + max(len(chosen), len(rejected))}
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """One batch of 2B sequences: all chosen, then all rejected (padded, or packed into one row)."""
+        """One batch of 2B sequences: all chosen, then all rejected (padded or packed)."""
         rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
         return self.batch_with_reference(rows, examples)
 
