@@ -68,7 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="data/gym/base-s")
     parser.add_argument("--reward-model", default="data/gym/rm-s")
-    parser.add_argument("--policy", action="append", default=[], metavar="LABEL=FOLDER", help="a trained policy (repeatable)")
+    parser.add_argument("--policy", action="append", default=[], metavar="LABEL=FOLDER",
+                        help="a trained policy (repeatable; a label given several times, e.g. for training seeds, is their per-prompt mean)")
     parser.add_argument("--prompts", default="data/gym/heldout_prompts.jsonl")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
@@ -92,12 +93,14 @@ def main() -> None:
     scorer = RewardModelScorer(args.reward_model)
     base_gen = HFGenerator.from_pretrained(args.base)
     base = sample_and_score(args.base, prompts, args.samples, args.max_tokens, args.seed + 1, scorer)
-    measured = {}
+    runs: dict[str, list[dict]] = {}
     for item in args.policy:
         label, _, folder = item.partition("=")
         policy = sample_and_score(folder, prompts, args.samples, args.max_tokens, args.seed, scorer, base_gen)
-        measured[label] = figures(policy, base, args.n)
-        print(f"measured {label}", file=sys.stderr)
+        runs.setdefault(label, []).append(figures(policy, base, args.n))
+        print(f"measured {label} ({folder})", file=sys.stderr)
+    # a label given for several runs (training seeds) stands for their per-prompt mean
+    measured = {label: {k: np.mean([np.asarray(r[k]) for r in rs], axis=0) for k in rs[0]} for label, rs in runs.items()}
     t = args.t or choose_t(args.n, args.kl, "bon").t
     betas = np.geomspace(0.01, 20, 60)
     curves = {"identity": kl_winrate_curve(identity(), args.n, betas), f"bon t={t:.1f}": kl_winrate_curve(exponential(t), args.n, betas / np.expm1(t))}
@@ -119,7 +122,8 @@ def main() -> None:
     (out / "tradeoff.md").write_text(markdown + "\n")
     (out / "tradeoff.json").write_text(json.dumps({
         "base": args.base, "reward_model": args.reward_model, "prompts": args.prompts, "samples": args.samples, "n": args.n, "t": t,
-        "measured": table, "curves": {k: {"kl": v[0].tolist(), "winrate": v[1].tolist()} for k, v in curves.items()}}, indent=1))
+        "runs": {label: len(rs) for label, rs in runs.items()}, "measured": table,
+        "per_prompt": {label: {k: np.asarray(v).tolist() for k, v in fig.items()} for label, fig in measured.items()}, "curves": {k: {"kl": v[0].tolist(), "winrate": v[1].tolist()} for k, v in curves.items()}}, indent=1))
 
     import matplotlib
 
