@@ -265,3 +265,14 @@ def test_adpa_plus_recipes_validate():
     adpa = real[-1].recipe
     assert adpa.model.path == str(real[3].output) and adpa.method_args["ref_teacher"] == str(real[0].output)
     assert adpa.training.optim == "adamw_torch" and adpa.training.seed == 42 and adpa.method_args["gamma"] == 1.6
+
+
+def test_the_teacher_pair_check_runs_and_finds_the_gym_pairs_pull_toward_compliance():
+    """`eval/adpa_teacher_check.py` (documented in docs/distillation.md) on the shipped gym teacher pair."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "eval/adpa_teacher_check.py"], capture_output=True, text=True, check=True).stdout
+    assert "12 unsafe prompts" in out and "| first response token |" in out
+    floor = float(out.split("the refusal token at the floor at ")[1].split("%")[0])
+    assert floor > 90  # the refusal's advantage is clipped to ~0 almost everywhere (what ADPA then learns from)
