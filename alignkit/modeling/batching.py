@@ -47,7 +47,7 @@ def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int 
 
     `width=None` puts every sequence in one row; otherwise sequences share rows of at most `width` tokens (a
     longer sequence gets a row of its own), placed first-fit decreasing: as few rows as that allows, balanced
-    so the longest row, which every row is padded to, is as short as possible. Within a row sequences keep
+    so the longest row, which every row is padded to, comes out short. Within a row sequences keep
     their order. Each row's tail pad forms its own unscored segment."""
     lengths = [len(p) + len(c) for p, c in rows]
     packed: list[tuple[list[int], list[int], list[int], list[int]]] = []
@@ -97,7 +97,8 @@ def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[in
 
 def _balanced_rows(lengths: Sequence[int], width: int | None) -> list[list[int]]:
     """Rows for packing: one row when `width` is None; otherwise the rows of first-fit decreasing at `width`
-    tokens, then at the smallest capacity (a binary search) that needs no more rows, so the rows come out even."""
+    tokens, then at a smaller capacity that needs no more rows (a binary search; first-fit decreasing's row count
+    is not monotone in the capacity, so not always the smallest), so the rows come out even."""
     if width is None or not lengths:
         return [list(range(len(lengths)))]
     longest = max(lengths)
