@@ -63,7 +63,9 @@ def pack_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE, width: int 
             # a sequence's first token has nothing before it to be predicted from (as in a padded row, where it is
             # never scored); unmasked here it would be predicted from the previous sequence in the row
             scored = [0] * len(p) + [1] * len(c)
-            loss += [0] * len(scored[:1]) + scored[1:]
+            if scored:
+                scored[0] = 0
+            loss += scored
             index += [i] * lengths[i]
         packed.append((ids, positions, loss, index))
     longest = max(len(row[0]) for row in packed)
