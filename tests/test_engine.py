@@ -51,6 +51,11 @@ def test_reference_cache_reused_and_invalidated(tmp_path, monkeypatch):
     for change in ("data.train=data/gym/heldout_preference.jsonl", "data.max_prompt_length=16", "model.path=tiny:s"):
         changed = tiny_recipe(tmp_path, "data.train=data/samples/preference.jsonl", "data.eval=[]", change)
         assert ": computed for" in prepare(changed), change
+    # Nor values scored under another rule of which tokens count (the layouts' SCORING_VERSION).
+    import alignkit.engine.signals as signals
+
+    monkeypatch.setattr(signals, "SCORING_VERSION", signals.SCORING_VERSION + 1)
+    assert ": computed for 2 examples" in prepare(recipe)
 
 
 def test_precomputed_reference_equals_live_reference(tmp_path):

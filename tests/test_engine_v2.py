@@ -77,6 +77,11 @@ def test_topk_signal_round_trip_and_second_prepare_recomputes_nothing(tmp_path, 
     folder = next((tmp_path / "cache" / "signals" / "topk").iterdir())
     (folder / "offsets.npy").write_bytes(b"garbage")
     assert "computed for" in prepare(recipe)
+    # values scored under another rule of which tokens count (the layouts' SCORING_VERSION) are not reused
+    import alignkit.engine.signals as signals
+
+    monkeypatch.setattr(signals, "SCORING_VERSION", signals.SCORING_VERSION + 1)
+    assert "computed for" in prepare(recipe)
 
 
 def test_method_with_a_topk_signal_trains_through_the_engine(tmp_path):

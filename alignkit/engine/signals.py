@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from alignkit.cache import atomic_path, cache_dir, content_key
+from alignkit.modeling.batching import SCORING_VERSION, scored_count
 from alignkit.config import ModelSettings
 from alignkit.data.records import prompt_json, prompt_key
 from alignkit.distributed import main_process_first
@@ -254,7 +255,7 @@ def compute_sequence_logps(signal: SequenceLogps, method: Any, examples: list[di
 
     if not examples:
         return
-    key = content_key("sequence", model_fingerprint(signal.model), type(method).__module__, list(signal.keys),
+    key = content_key("sequence", SCORING_VERSION, model_fingerprint(signal.model), type(method).__module__, list(signal.keys),
                       list(signal.options), examples_digest(examples))
     path = cache_dir() / "signals" / "sequence" / f"{key}.pt"
 
@@ -389,14 +390,14 @@ def compute_token_topk(signal: TokenTopK, method: Any, examples: list[dict[str, 
     from alignkit.modeling.loading import model_fingerprint
 
     rows = _topk_sequences(method, examples, signal.completions)
-    lengths = np.asarray([len(c) - (not p) for p, c in rows], dtype=np.int64)  # with no prompt, the first token is unscored
+    lengths = np.asarray([scored_count(p, c) for p, c in rows], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = int(offsets[-1])
     digest = examples_digest([{"p_ids": p, "c_ids": c} for p, c in rows])
     other = method.signal_values.get(signal.gather_from) if signal.gather_from else None
     if signal.gather_from and not isinstance(other, TopKStore):
         raise ValueError(f"TokenTopK {signal.name!r}: gather_from={signal.gather_from!r} must name an earlier TokenTopK signal")
-    key = content_key("topk", model_fingerprint(signal.model), signal.k, digest,
+    key = content_key("topk", SCORING_VERSION, model_fingerprint(signal.model), signal.k, digest,
                       other.meta["key"] if other is not None else None)
     folder = cache_dir() / "signals" / "topk" / key
 

@@ -28,6 +28,16 @@ from typing import Sequence
 import torch
 
 PAD_MULTIPLE = 8
+# Which completion tokens are scored, the same in every layout: all of them, except the first one of a sequence with
+# no prompt (nothing precedes it to predict it from). Cached per-token and per-sequence values are keyed on this
+# version, so a change of the rule recomputes them instead of reusing values scored under the old one.
+# 2: a prompt-less first token became unscored in packed rows too.
+SCORING_VERSION = 2
+
+
+def scored_count(prompt: Sequence[int], completion: Sequence[int]) -> int:
+    """How many of `completion`'s tokens a batch scores (see `SCORING_VERSION`)."""
+    return max(len(completion) - (not prompt), 0)
 
 
 Rows = Sequence[tuple[Sequence[int], Sequence[int]]]
