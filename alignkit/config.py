@@ -185,6 +185,12 @@ class TrainingSettings(BaseModel):
     report_to: str | list[str] = "none"
     optim: str = "adamw_torch"
 
+    @field_validator("save_strategy", "eval_strategy", mode="before")
+    @classmethod
+    def _unquoted_no(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted `no` (in a recipe or `--set save_strategy=no`) as false; it means "no"."""
+        return "no" if value is False else value
+
 
 class LaunchSettings(_Strict):
     """How `alignkit train` starts: in-process for one process, else through `accelerate launch`."""

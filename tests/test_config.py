@@ -116,6 +116,11 @@ def test_set_overrides_parse_yaml_values(tmp_path):
         load_recipe(path, ["training.learning_rate=abc"])
     with pytest.raises(RecipeError, match="expects KEY=VALUE"):
         load_recipe(path, ["training.learning_rate"])
+    # an unquoted `no` (YAML 1.1 reads it as false) is the strategy "no", on the command line and in a file
+    assert load_recipe(path, ["training.save_strategy=no", "training.eval_strategy=no"]).training.save_strategy == "no"
+    unquoted = tmp_path / "unquoted.yaml"
+    unquoted.write_text(yaml.safe_dump(BASE).replace("training:\n", "training:\n  save_strategy: no\n"))
+    assert load_recipe(unquoted).training.save_strategy == "no"
 
 
 def test_override_into_scalar_is_an_error():
