@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from alignkit.cache import atomic_path, cache_dir, content_key
-from alignkit.modeling.batching import SCORING_VERSION, scored_count
 from alignkit.config import ModelSettings
 from alignkit.data.records import prompt_json, prompt_key
 from alignkit.distributed import main_process_first
 from alignkit.generation.base import SamplingParams
+from alignkit.modeling.batching import SCORING_VERSION, pad_rows, scored_count
 
 log = logging.getLogger("alignkit")
 Route = Literal["precompute", "model", "adapter"]
@@ -355,7 +355,6 @@ def _topk_sequences(method: Any, examples: Sequence[dict[str, Any]], completions
 @torch.no_grad()
 def _fill_topk(model: Any, rows: list[tuple[list[int], list[int]]], signal: TokenTopK, arrays: dict[str, np.ndarray],
                offsets: np.ndarray, batch_size: int, pad_id: int, other: TopKStore | None) -> None:
-    from alignkit.modeling.batching import pad_rows
     from alignkit.modeling.logprobs import batch_hidden_states, chunked_head, topk_logprobs
 
     device = next(model.parameters()).device
