@@ -12,7 +12,7 @@ from alignkit.data.templates import ALPACA_JUDGE, ALPACA_PLAIN
 
 
 @pytest.mark.parametrize("name", ["preference", "judgment", "negative", "prompt", "sft", "judge", "hh_rlhf", "pku_saferlhf",
-                                  "ultrafeedback", "shepherd", "cut", "alpaca"])
+                                  "ultrafeedback", "shepherd", "cut", "alpaca", "kto"])
 def test_every_adapter_loads_its_sample(name):
     sample = {"judgment": "cut"}.get(name, name)
     result = load_records(f"data/samples/{sample}.jsonl", name)
@@ -42,6 +42,34 @@ def test_pku_preference_takes_safer_and_negatives_filter_safe_pairs():
     assert [n.rejected[:10] for n in negatives.records] == ["You could ", "Mix bleach", "Find a goo"]
     assert negatives.filtered == {"both responses safe": 1}
     assert all(isinstance(n, NegativeOnly) for n in negatives.records)
+
+
+def test_kto_rows_take_trl_message_lists_and_are_detected():
+    result = load_records("data/samples/kto.jsonl")  # trl-lib/kto-mix-14k's shape: message lists and a bool label
+    assert result.format == "kto"
+    first, _, third, fourth = result.records
+    assert first.prompt[0].content == "Name three primary colours." and first.completion == "Red, yellow and blue."
+    assert [r.label for r in result.records] == [True, False, True, False]
+    assert [m.role for m in third.prompt] == ["system", "user"] and fourth.prompt == "What is 3 plus 4?"
+
+
+def test_kto_label_must_be_a_bool(tmp_path):
+    bad = tmp_path / "kto.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "completion": "c", "label": "maybe"}) + "\n")
+    with pytest.raises(DataError, match=r"kto.jsonl:1: field 'label'"):
+        load_records(bad, "kto")
+
+
+def test_preference_pairs_split_into_unpaired_halves():
+    from alignkit.data.records import UnpairedPreference, stand_ins
+
+    result = load_records("data/samples/preference.jsonl", "unpaired_preference")
+    assert [(r.completion, r.label) for r in result.records[:2]] == [("3 plus 4 is 7.", True), ("3 plus 4 is 8.", False)]
+    assert len(result.records) == 4 and result.split == 2 and "4 records from 2 rows" in result.summary()
+    pair = load_records("data/samples/preference.jsonl", "preference").records[1]
+    halves = stand_ins(pair, UnpairedPreference)  # what the engine does for a KTO recipe on format: preference
+    assert halves == result.records[2:]
+    assert stand_ins(pair, NegativeOnly) == [to_negative(pair)]
 
 
 def test_ultrafeedback_messages_become_prompt_and_completion():

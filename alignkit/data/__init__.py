@@ -11,6 +11,7 @@ from alignkit.data.records import (
     PromptOnly,
     Record,
     SFTExample,
+    UnpairedPreference,
     to_negative,
     to_prompt,
 )
@@ -18,6 +19,6 @@ from alignkit.data.templates import render_prompt
 
 __all__ = [
     "ADAPTERS", "DataError", "JudgeItem", "JudgmentTriple", "LoadResult", "Message", "NegativeOnly",
-    "PreferencePair", "PromptOnly", "Record", "SFTExample", "detect_format", "iter_rows", "load_records",
+    "PreferencePair", "PromptOnly", "Record", "SFTExample", "UnpairedPreference", "detect_format", "iter_rows", "load_records",
     "render_prompt", "to_negative", "to_prompt",
 ]

@@ -19,6 +19,8 @@ from alignkit.data.records import (
     PromptOnly,
     Record,
     SFTExample,
+    UnpairedPreference,
+    unpair,
 )
 
 
@@ -29,7 +31,7 @@ class Adapter:
     name: str
     record_type: type
     required: tuple[str, ...]
-    convert: Callable[[dict[str, Any]], Record | None]
+    convert: Callable[[dict[str, Any]], Record | list[Record] | None]  # a list: one row gives several records
     description: str
     filter_reason: str = ""
     guess: bool = True  # False: never detected from the fields (it re-reads another format's schema)
@@ -153,6 +155,14 @@ def _alpaca(row: dict[str, Any]) -> SFTExample:
     return SFTExample(prompt=prompt, completion=row["output"])
 
 
+# -- unpaired feedback (KTO) ---------------------------------------------------------------------
+
+
+def _unpaired_preference(row: dict[str, Any]) -> list[UnpairedPreference]:
+    """A preference row (prompt, chosen, rejected) as two unpaired examples (TRL's `unpair_preference_dataset`)."""
+    return unpair(PreferencePair.model_validate(row))
+
+
 ADAPTERS: dict[str, Adapter] = {
     a.name: a
     for a in (
@@ -171,6 +181,11 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("alpaca", SFTExample, ("instruction", "input", "output"), _alpaca, "Alpaca instruction/input/output as SFT examples"),
         Adapter("chat_preference", PreferencePair, ("chosen", "rejected"), _ultrafeedback, "chosen/rejected message lists that "
                 "share the conversation before the last assistant turn (argilla/dpo-mix-7k, ...)", guess=False),
+        Adapter("kto", UnpairedPreference, ("prompt", "completion", "label"), _canonical(UnpairedPreference),
+                "canonical unpaired feedback (KTO): prompt, completion (text or messages), label (true = desirable); "
+                "TRL's unpaired preference format, e.g. trl-lib/kto-mix-14k"),
+        Adapter("unpaired_preference", UnpairedPreference, ("prompt", "chosen", "rejected"), _unpaired_preference,
+                "preference pairs split into two unpaired examples: chosen desirable, rejected undesirable", guess=False),
         Adapter("messages", SFTExample, ("messages",), _messages_sft, "a conversation (messages) ending with the assistant "
                 "turn, as an SFT example (HuggingFaceH4/deita-10k-v0-sft, UltraChat)"),
     )

@@ -46,10 +46,13 @@ class LoadResult:
     filtered: collections.Counter = field(default_factory=collections.Counter)
     examples: dict[str, str] = field(default_factory=dict)
     duplicates: int = 0
+    split: int = 0  # rows the adapter turned into several records (a preference pair into its two halves)
 
     def summary(self) -> str:
         """One line: how many rows loaded, were skipped (and why), were filtered, and repeat an earlier record."""
         parts = [f"{len(self.records)} of {self.rows} rows loaded as {self.format}"]
+        if self.split:
+            parts = [f"{len(self.records)} records from {self.rows} rows as {self.format} ({self.split} rows split into several records)"]
         if self.skipped:
             parts.append(f"{sum(self.skipped.values())} invalid skipped ({self.skip_reasons()})")
         if self.filtered:
@@ -238,12 +241,15 @@ def load_records(paths: "str | Path | DataSource | list[str | Path | DataSource]
             if record is None:
                 result.filtered[adapter.filter_reason or "filtered"] += 1
                 continue
-            identity = record.model_dump_json()
-            if identity in seen:
-                result.duplicates += 1
-                result.examples.setdefault("duplicate", f"{loc}: exact duplicate of an earlier record")
-            seen.add(identity)
-            result.records.append(record)
+            if isinstance(record, list) and len(record) > 1:
+                result.split += 1
+            for one in record if isinstance(record, list) else [record]:  # an adapter may split a row (a pair into halves)
+                identity = one.model_dump_json()
+                if identity in seen:
+                    result.duplicates += 1
+                    result.examples.setdefault("duplicate", f"{loc}: exact duplicate of an earlier record")
+                seen.add(identity)
+                result.records.append(one)
     names = ", ".join(source_label(p) for p in paths)
     if result.rows == 0:
         raise DataError(f"{names}: no rows found")

@@ -131,6 +131,17 @@ class SFTExample(_Record):
     completion: Completion
 
 
+class UnpairedPreference(_Record):
+    """A prompt with one completion labelled desirable (`label: true`, thumbs-up) or undesirable (KTO).
+
+    TRL's unpaired preference format (`trl-lib/kto-mix-14k`): prompt and completion as text or messages."""
+
+    kind: Literal["unpaired"] = "unpaired"
+    prompt: Prompt
+    completion: Completion
+    label: bool
+
+
 class JudgeItem(BaseModel):
     """One answer to be judged, with optional reference answer(s) and a human label."""
 
@@ -143,7 +154,7 @@ class JudgeItem(BaseModel):
     human_label: str | int | float | bool | None = None
 
 
-Record = Union[PreferencePair, JudgmentTriple, NegativeOnly, PromptOnly, SFTExample, JudgeItem]
+Record = Union[PreferencePair, JudgmentTriple, NegativeOnly, PromptOnly, SFTExample, UnpairedPreference, JudgeItem]
 
 
 def to_negative(record: Record) -> NegativeOnly:
@@ -153,6 +164,13 @@ def to_negative(record: Record) -> NegativeOnly:
     if isinstance(record, PreferencePair):
         return NegativeOnly(prompt=record.prompt, rejected=record.rejected)
     raise TypeError(f"cannot turn a {record.kind} record into a negatives-only record")
+
+
+def unpair(pair: PreferencePair) -> list[UnpairedPreference]:
+    """A preference pair as two unpaired examples: chosen desirable, rejected undesirable (TRL's
+    `unpair_preference_dataset`)."""
+    return [UnpairedPreference(prompt=pair.prompt, completion=pair.chosen, label=True),
+            UnpairedPreference(prompt=pair.prompt, completion=pair.rejected, label=False)]
 
 
 def to_prompt(record: Record) -> PromptOnly:
@@ -172,3 +190,11 @@ def convert(record: Record, want: type) -> Record:
     if want is PromptOnly:
         return to_prompt(record)
     raise TypeError(f"a {record.kind} record cannot stand in for a {want.__name__} record")
+
+
+def stand_ins(record: Record, want: type) -> list[Record]:
+    """The records of type `want` that `record` stands for: itself or its `convert`ed form, or, for a preference
+    pair where unpaired examples are wanted, its two halves (`unpair`). TypeError where none can stand in."""
+    if want is UnpairedPreference and isinstance(record, PreferencePair):
+        return list(unpair(record))
+    return [convert(record, want)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.data.loaders import load_records
-from alignkit.data.records import JudgeItem, JudgmentTriple, Message
+from alignkit.data.records import JudgeItem, JudgmentTriple, Message, UnpairedPreference
 
 
 def _text_length(value: Any) -> int | None:
@@ -33,6 +33,9 @@ def data_stats(files: list[str | Path], format: str | None = None) -> dict[str, 
     if records and isinstance(records[0], JudgmentTriple):
         extra["positives"] = sum(r.is_positive for r in records)
         extra["negatives"] = len(records) - extra["positives"]
+    if records and isinstance(records[0], UnpairedPreference):
+        extra["desirable"] = sum(r.label for r in records)
+        extra["undesirable"] = len(records) - extra["desirable"]
     if records and isinstance(records[0], JudgeItem):
         extra["human_labels"] = dict(collections.Counter(str(r.human_label) for r in records))
         extra["models"] = dict(collections.Counter(str(r.model) for r in records))
@@ -70,7 +73,7 @@ def format_stats(stats: dict[str, Any]) -> Any:
             lines.append(f"{key}: " + ", ".join(f"{n}× {r}" for r, n in stats[key].items()))
     if stats.get("duplicates"):
         lines.append(f"exact duplicates: {stats['duplicates']} (kept)")
-    for key in ("positives", "negatives", "chat_prompts", "human_labels", "models"):
+    for key in ("positives", "negatives", "desirable", "undesirable", "chat_prompts", "human_labels", "models"):
         if key in stats:
             lines.append(f"{key}: {stats[key]}")
     table.caption = " | ".join(lines)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.config import Recipe, method_module
-from alignkit.data.records import convert
+from alignkit.data.records import stand_ins
 from alignkit.data.sources import Mixture, load_sources
 from alignkit.distributed import cpu_multiprocess, distributed_state
 from alignkit.engine.signals import Rewards, Samples, SequenceLogps, SignalReport, TokenTopK
@@ -72,7 +72,7 @@ def _records_for(method: Any, entries: list[Any], recipe: Recipe, split: str) ->
     records = []
     for record in mixture.records:  # sources may differ in format (a mixture), so convert record by record
         try:
-            records.append(convert(record, want))
+            records.extend(stand_ins(record, want))
         except TypeError:
             raise ValueError(
                 f"method {recipe.method!r} trains on {want.__name__} records, but data.format "
@@ -97,6 +97,8 @@ def build(recipe: Recipe, compute_signals: bool = True) -> Prepared:
     method = load_method(recipe, tokenizer)
     records, mixture = _records_for(method, recipe.data.train, recipe, "train")
     notes = [f"train data: {mixture.summary()}"]
+    if len(records) != len(mixture.records):  # e.g. preference pairs split into unpaired halves
+        notes.append(f"train data: {len(mixture.records)} records stand for {len(records)} {method.record_type.__name__} records")
     data = {"train": [s.to_json() for s in mixture.sources]}
     selected = method.select_records(records)
     if len(selected) != len(records):
