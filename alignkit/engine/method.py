@@ -10,6 +10,10 @@ defines `Args` (a pydantic model validating `method_args`), a pure loss function
 - `select_records(records) -> records`: a one-off selection before training (e.g. CUT's downsampling);
 - `build_example(record) -> dict` of token-id lists (fields ending in `_ids`) and a `length`;
   record-level signals (samples, rewards) are in `self.signal_values` by then;
+- `link_examples(examples, recipe)`: called once with all train examples (and once with the eval examples)
+  in data order, after `build_example` and before example-level signals, to add fields that depend on other
+  examples (e.g. KTO's mismatched prompt/completion pairs); the fields may then feed `SequenceLogps` signals
+  like any other (no-op by default);
 - `sequences(example) -> {name: (prompt_ids, completion_ids)}`: the completions a `TokenTopK` signal
   may name (only methods that declare one);
 - `collate(examples) -> batch`; `sequence_outputs(model, batch) -> dict` of per-sequence tensors;
@@ -116,6 +120,9 @@ class CompletionMethod:
     def select_records(self, records: list[Any]) -> list[Any]:
         """Records to train on (all of them unless a method overrides this)."""
         return records
+
+    def link_examples(self, examples: list[dict[str, Any]], recipe: Any) -> None:
+        """Add fields that depend on other examples (nothing unless a method overrides this)."""
 
     def training_callbacks(self, recipe: Any) -> list[Any]:
         """TrainerCallbacks this method adds to training (none unless a method overrides this)."""

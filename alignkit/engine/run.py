@@ -115,8 +115,10 @@ def build(recipe: Recipe, compute_signals: bool = True) -> Prepared:
     if compute_signals:
         _record_signals(prep, records + eval_records)
     prep.train_examples = [method.build_example(r) for r in records]
+    method.link_examples(prep.train_examples, recipe)
     if eval_records:
         prep.eval_examples, prep.eval_name = [method.build_example(r) for r in eval_records], "eval set"
+        method.link_examples(prep.eval_examples, recipe)
     else:
         prep.eval_examples = prep.train_examples[:PROBE_EXAMPLES]
         prep.eval_name = f"first {len(prep.eval_examples)} train examples"
