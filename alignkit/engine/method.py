@@ -38,6 +38,13 @@ from alignkit.modeling.batching import rows_to_batch
 from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum, scored_positions
 
 
+def token_mean_shares(sums: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-example shares [B] of a batch's token-weighted mean: `sums` [B] are per-sequence sums over `tokens` [B]
+    tokens each, and the shares' mean is sums.sum() / tokens.sum(), the reduction of transformers' and TRL's NLL
+    (every token of the batch weighs the same, so a long sequence counts more than a short one)."""
+    return sums * (sums.shape[0] / tokens.sum().clamp(min=1))
+
+
 class MethodArgs(BaseModel):
     """Settings every method has; a method's `Args` subclasses this (or `ReferenceArgs`)."""
 
