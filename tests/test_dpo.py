@@ -99,3 +99,118 @@ def test_first_step_matches_trl_dpo_trainer(tmp_path, trl_pairs, tiny_model_dir)
     assert [x for pair in ours for x in pair] == pytest.approx([x for pair in theirs for x in pair], abs=1e-4)
     assert loss.item() == pytest.approx(sum(h["loss"] for h in trl_logs) / 3, abs=1e-4)
     assert abs(loss.item() - math.log(2)) > 1e-3
+
+
+# -- TRL 1.16's loss menu: loss, rewards and every gradient equal DPOTrainer's on the same model and batch ------------
+
+MENU = [
+    ("sigmoid", {}), ("hinge", {}), ("ipo", {}), ("exo_pair", {"label_smoothing": 1e-3}), ("nca_pair", {}),
+    ("robust", {"label_smoothing": 0.1}), ("bco_pair", {}), ("sppo_hard", {}), ("aot", {"label_smoothing": 0.1}),
+    ("aot_unpaired", {}), ("apo_zero", {}), ("apo_down", {}), ("discopop", {"discopop_tau": 0.5}), ("sft", {}),
+    ("sigmoid_norm", {}), (["sigmoid", "bco_pair", "sft"], {"loss_weights": [0.8, 0.2, 1.0]}),  # MPO
+]
+MENU_BETA = 0.3
+
+
+@pytest.fixture(scope="module")
+def dpo_oracle(tmp_path_factory, trl_pairs, tiny_model_dir):
+    """TRL's DPOTrainer and alignkit's DPO on the same policy, reference and batch (four pairs of uneven lengths)."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from alignkit.config import validate_recipe
+    from alignkit.engine.run import build
+    from alignkit.gym.tiny_model import build_tiny_model
+
+    tmp = tmp_path_factory.mktemp("dpo-menu")
+    ref_dir = build_tiny_model(tmp / "ref", "xs", seed=1)
+    pairs = trl_pairs + [{"prompt": "Question: Say hi.\nAnswer:", "chosen": " Hi there, friend, how are you today?", "rejected": " No."}]
+    data = tmp / "pairs.jsonl"
+    data.write_text("\n".join(__import__("json").dumps(p) for p in pairs) + "\n")
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
+        args=DPOConfig(output_dir=str(tmp / "trl"), beta=MENU_BETA, per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                       max_length=None, bf16=False, gradient_checkpointing=False),
+        train_dataset=datasets.Dataset.from_list(pairs), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
+    trainer.model.train()
+    trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(pairs))])
+    recipe = validate_recipe({
+        "method": "dpo", "model": {"path": str(tiny_model_dir), "dtype": "float32"},
+        "data": {"train": str(data), "template": "raw", "max_length": 128, "max_prompt_length": 64},
+        "method_args": {"beta": MENU_BETA, "reference_model": str(ref_dir)},
+    })
+    prep = build(recipe)
+    assert [(e["prompt_ids"], e["chosen_ids"], e["rejected_ids"]) for e in prep.train_examples] == \
+        [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in trainer.train_dataset]
+    return trainer, trl_batch, prep, AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("loss_type,extra", MENU, ids=[str(m[0]) for m in MENU])
+def test_loss_menu_matches_trl_dpo_trainer(dpo_oracle, loss_type, extra, packing):
+    from trl_oracle import assert_same_gradients, example_mean, gradients, last_metrics
+
+    from alignkit.trainers.dpo import Args, Method, loss_names
+
+    trainer, trl_batch, prep, policy = dpo_oracle
+    names = loss_names(loss_type)
+    trainer.loss_types, trainer.loss_weights = names, extra.get("loss_weights", [1.0] * len(names))
+    trainer.label_smoothing = extra.get("label_smoothing", 0.0)
+    trainer.args.discopop_tau = extra.get("discopop_tau", 0.05)
+    trl_loss, trl_grads = gradients(trainer.model, lambda: trainer.compute_loss(trainer.model, trl_batch))
+    trl_metrics = last_metrics(trainer)
+
+    args = Args(**{**prep.recipe.method_args, "loss_type": loss_type, **extra})
+    method = Method(args, prep.tokenizer, prep.recipe.data.model_copy(update={"packing": packing}))
+    batch = method.collate(prep.train_examples)
+    assert ("attention_mask" not in batch) == packing
+    ref = {k[len("ref_"):]: v for k, v in batch.items() if k.startswith("ref_")}
+    seen = {}
+
+    def ours():
+        loss, seen["metrics"] = method.loss(method.sequence_outputs(policy, batch), ref)
+        return loss
+
+    loss, grads = gradients(policy, ours)
+    assert loss == pytest.approx(trl_loss, abs=1e-4)
+    for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+        assert example_mean(seen["metrics"], name) == pytest.approx(trl_metrics[name], abs=1e-4), name
+    assert_same_gradients(grads, trl_grads)
+
+
+def test_menu_by_hand_on_tensors():
+    """Formulas that are easy to get subtly wrong: sorted AOT margins, EXO's KL, and sft's token-weighted mean."""
+    b, eps = 0.5, 0.1
+    lengths_c, lengths_r = torch.tensor([2.0, 6.0]), torch.tensor([3.0, 1.0])
+    sft, rc, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b, loss_type="sft", chosen_lengths=lengths_c)
+    assert sft.mean().item() == pytest.approx(13.0 / 8.0)  # −(−5 − 8) over 8 chosen tokens, not the mean of per-pair means
+    assert rc.tolist() == pytest.approx([0.5, -0.5])
+    aot, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b, loss_type="aot")
+    # policy margins [2, −2] and reference margins [0.5, −0.5], each sorted: deltas [−1.5, 1.5] (not the paired [1.5, −1.5]
+    # for the first pair alone), so the losses are the same set but computed on sorted positions
+    assert sorted(aot.tolist()) == pytest.approx(sorted([-logsig(b * -1.5), -logsig(b * 1.5)]), abs=1e-6)
+    exo, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b, loss_type="exo_pair", label_smoothing=eps)
+    q = 1 / (1 + math.exp(-b * 1.5))
+    assert exo[0].item() == pytest.approx(q * math.log(q / (1 - eps)) + (1 - q) * math.log((1 - q) / eps), abs=1e-6)
+    ipo_norm, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b, loss_type="ipo", chosen_lengths=lengths_c, rejected_lengths=lengths_r)
+    assert ipo_norm[0].item() == pytest.approx((1 / 2 - (-0.5) / 3 - 1 / (2 * b)) ** 2, abs=1e-6)
+    mpo, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b, loss_type=["sigmoid", "sft"], loss_weights=[0.5, 2.0], chosen_lengths=lengths_c)
+    sig, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b)
+    assert torch.allclose(mpo, 0.5 * sig + 2.0 * sft)
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        dpo_loss(P_C, P_R, R_C, R_R, loss_type="sft")
+
+
+def test_menu_settings_are_checked():
+    from pydantic import ValidationError
+
+    from alignkit.trainers.dpo import Args
+
+    with pytest.raises(ValidationError, match="label_smoothing > 0"):
+        Args(loss_type="exo_pair")
+    with pytest.raises(ValidationError, match="2 weights for 3 loss types"):
+        Args(loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[1.0, 1.0])
+    with pytest.raises(ValidationError):
+        Args(loss_type="simpo")
