@@ -2,7 +2,7 @@
 
 A method module under `alignkit/trainers/` (or any importable module named by `method:` in a recipe)
 defines `Args` (a pydantic model validating `method_args`), a pure loss function, and
-`Method(args, tokenizer, data)`, a `CompletionMethod` subclass, with:
+`Method(args, tokenizer, data)`, a `CompletionMethod` subclass (`PairMethod` for methods on preference pairs), with:
 
 - `record_type`: the record kind it trains on (a preference pair can stand in for a negatives-only record);
 - `signals(recipe) -> list[Signal]`: the frozen signals it needs (`alignkit.engine.signals`), each with
@@ -32,6 +32,7 @@ from typing import Any, Literal, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from alignkit.data.records import PreferencePair
 from alignkit.data.tokenization import PromptCompletionTokenizer
 from alignkit.engine.signals import Samples, SequenceLogps, TokenTopK
 from alignkit.modeling.batching import rows_to_batch
@@ -191,3 +192,29 @@ class CompletionMethod:
         """Summed completion log-probs and completion token counts, one per sequence of the batch."""
         logps, mask = batch_token_logprobs(model, batch, self.args.logprob_chunk_size)
         return per_sequence_sum(logps, mask, batch), per_sequence_sum(mask.to(logps.dtype), mask, batch)
+
+
+class PairMethod(CompletionMethod):
+    """Methods on preference pairs that score chosen and rejected in one forward pass (DPO, SimPO, ORPO): the
+    examples, the batch (all chosen rows, then all rejected; padded, packed or with shared prompts) and the summed
+    completion log-probs with token counts. A subclass adds its signals and its loss."""
+
+    supports_shared_prompts = True
+    record_type = PreferencePair
+
+    def build_example(self, record: PreferencePair) -> dict[str, Any]:
+        """Token ids of the prompt and of both completions (truncated to fit)."""
+        prompt, chosen, rejected = self.tokens.encode(record.prompt, [record.chosen, record.rejected])
+        return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected,
+                "length": len(prompt) + max(len(chosen), len(rejected))}
+
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One batch of 2B sequences: all chosen, then all rejected, plus any precomputed reference values."""
+        rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
+        return self.batch_with_reference(rows, examples)
+
+    def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Summed completion log-probs of chosen and rejected, and their token counts."""
+        seq, tokens = self.completion_logps(model, batch)
+        n = seq.shape[0] // 2
+        return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": tokens[:n], "rejected_tokens": tokens[n:]}

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from alignkit.data.records import PreferencePair
-from alignkit.engine.method import CompletionMethod, ReferenceArgs, token_mean_shares
+from alignkit.engine.method import PairMethod, ReferenceArgs, token_mean_shares
 
 LossType = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
@@ -152,32 +151,12 @@ def dpo_loss(
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-class Method(CompletionMethod):
-    """DPO as an engine method: examples, collation, sequence log-probs and the loss with metrics."""
-
-    supports_shared_prompts = True
-    record_type = PreferencePair
+class Method(PairMethod):
+    """DPO as an engine method: the pair batches of `PairMethod`, the reference signal, and the loss with metrics."""
 
     def signals(self, recipe: Any) -> list[Any]:
         """Reference log-probs of chosen and rejected."""
         return [self.args.reference_signal(recipe, ("chosen_logps", "rejected_logps"))]
-
-    def build_example(self, record: PreferencePair) -> dict[str, Any]:
-        """Token ids of the prompt and of both completions (truncated to fit)."""
-        prompt, chosen, rejected = self.tokens.encode(record.prompt, [record.chosen, record.rejected])
-        return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected,
-                "length": len(prompt) + max(len(chosen), len(rejected))}
-
-    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """One batch of 2B sequences: all chosen, then all rejected (padded or packed)."""
-        rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
-        return self.batch_with_reference(rows, examples)
-
-    def sequence_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Summed completion log-probs of chosen and rejected, and their token counts."""
-        seq, tokens = self.completion_logps(model, batch)
-        n = seq.shape[0] // 2
-        return {"chosen_logps": seq[:n], "rejected_logps": seq[n:], "chosen_tokens": tokens[:n], "rejected_tokens": tokens[n:]}
 
     def loss(self, out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean DPO loss (+ RPO NLL) and per-example metrics under TRL's names."""
