@@ -37,8 +37,10 @@ METHODS: dict[str, str] = {
     "d2o": "alignkit.trainers.d2o",
     "dckd": "alignkit.trainers.dckd",
     "dpo": "alignkit.trainers.dpo",
+    "orpo": "alignkit.trainers.orpo",
     "reward": "alignkit.trainers.reward",
     "sft": "alignkit.trainers.sft",
+    "simpo": "alignkit.trainers.simpo",
 }
 SAVED_RECIPE = "alignkit_recipe.yaml"  # written beside every checkpoint alignkit saves
 RUN_SUMMARY = "run_summary.json"  # written into training.output_dir when training ends (read by export and report)

@@ -31,8 +31,9 @@ def with_(**sections):
 def test_valid_recipe_fills_defaults(tmp_path):
     recipe = load_recipe(write(tmp_path, BASE))
     assert recipe.data.train == ["data/samples/preference.jsonl"]
-    assert recipe.method_args == {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0, "rpo_alpha": None,
-                                  "reference": "precompute", "reference_model": None, "logprob_chunk_size": 256}
+    assert recipe.method_args == {"beta": 0.1, "loss_type": "sigmoid", "loss_weights": None, "label_smoothing": 0.0,
+                                  "discopop_tau": 0.05, "rpo_alpha": None, "reference": "precompute", "reference_model": None,
+                                  "logprob_chunk_size": 256}
     assert recipe.training.learning_rate == 1e-5
 
 
