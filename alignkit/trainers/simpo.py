@@ -11,7 +11,6 @@ that makes it CPO-SimPO: set `sft_weight: 1.0` for that).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
