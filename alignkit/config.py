@@ -37,6 +37,7 @@ METHODS: dict[str, str] = {
     "d2o": "alignkit.trainers.d2o",
     "dckd": "alignkit.trainers.dckd",
     "dpo": "alignkit.trainers.dpo",
+    "kto": "alignkit.trainers.kto",
     "orpo": "alignkit.trainers.orpo",
     "reward": "alignkit.trainers.reward",
     "sft": "alignkit.trainers.sft",
