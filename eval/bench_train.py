@@ -1,4 +1,5 @@
-"""Training throughput and peak memory: alignkit DPO (reference routes a, b, c) against TRL's DPOTrainer.
+"""Training throughput and peak memory: alignkit DPO (reference routes a, b, c) against TRL's DPOTrainer, and alignkit's
+KTO, SimPO and ORPO against TRL's KTOTrainer, CPOTrainer(loss_type="simpo") and ORPOTrainer.
 
 Every configuration trains the same model on the same preference pairs with the same batch size, in
 its own subprocess (so peak memory is per configuration), and the table compares them in one run:
@@ -9,11 +10,18 @@ its own subprocess (so peak memory is per configuration), and the table compares
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt, packed;alignkit cut, no ckpt, packed, DPO's tokens/step"
     python eval/bench_train.py --configs "alignkit dpo (c), no ckpt;alignkit d2o K=4, no ckpt"   # D²O step vs DPO step
     python eval/bench_train.py --profile --configs "alignkit (c) precompute, ckpt;trl precompute (ckpt)"   # where a step's time goes
+    python eval/bench_train.py --configs "trl kto precompute (ckpt);alignkit kto (c) precompute, ckpt;trl simpo (CPO, ckpt);alignkit simpo, ckpt;trl orpo (ckpt);alignkit orpo, ckpt"
 
-Tokens/s counts the non-pad tokens of every sequence processed in the timed steps (after warm-up):
+Both frameworks train on the same token ids: TRL gets each prompt as alignkit's chat template renders it (text with
+the template's special tokens, so TRL adds nothing). Before, TRL got the raw prompts, about 15% fewer tokens per
+sequence on the gym, while both were credited with alignkit's count (the DPO ratios in docs/engine.md were measured
+so). Tokens/s counts the non-pad tokens of every sequence processed in the timed steps (after warm-up):
 chosen and rejected for DPO; Align-N and Misalign (or Align-P) rows for CUT, on the gym's judgment
 triples, which carry the same responses as its preference pairs; the negative and the K samples for
-D²O, on the gym's negatives (its samples are drawn and cached before timing). Peak memory counts from just before the models load (reference log-probs that
+D²O, on the gym's negatives (its samples are drawn and cached before timing); the unpaired examples for KTO (each gym
+pair split into a desirable and an undesirable one, by both frameworks; the forward of every example's mismatched KL
+pair, without gradient, is extra work both do and is not counted), so a KTO step of 8 examples is half a DPO step
+of 8 pairs. Peak memory counts from just before the models load (reference log-probs that
 alignkit caches with `alignkit prepare` are computed before that): torch.cuda.max_memory_allocated
 on GPU, the peak resident set (VmHWM, reset through /proc/self/clear_refs) on CPU.
 """
@@ -64,6 +72,18 @@ CONFIGS = {
     "alignkit dckd, no ckpt": ("alignkit", None, False, False, "dckd", {"teacher": "data/gym/teacher-m-dpo"}),
     "alignkit adpa, no ckpt": ("alignkit", None, False, False, "adpa", {"teacher": "data/gym/teacher-m-dpo",
                                                                        "ref_teacher": "data/gym/teacher-m", "sample_max_tokens": 48}),
+    # KTO (unpaired halves of the gym pairs), SimPO and ORPO against TRL's trainers for them
+    "trl kto (ref copy, ckpt)": ("trl", "model", False, True, "kto"),
+    "trl kto precompute (ckpt)": ("trl", "precompute", False, True, "kto"),
+    "alignkit kto (a) ref model, ckpt": ("alignkit", "model", False, True, "kto"),
+    "alignkit kto (c) precompute, ckpt": ("alignkit", "precompute", False, True, "kto"),
+    "alignkit kto (c) precompute, ckpt, packed": ("alignkit", "precompute", False, True, "kto", {"packing": True}),
+    "trl simpo (CPO, ckpt)": ("trl", None, False, True, "simpo"),
+    "alignkit simpo, ckpt": ("alignkit", None, False, True, "simpo"),
+    "alignkit simpo, ckpt, packed": ("alignkit", None, False, True, "simpo", {"packing": True}),
+    "trl orpo (ckpt)": ("trl", None, False, True, "orpo"),
+    "alignkit orpo, ckpt": ("alignkit", None, False, True, "orpo"),
+    "alignkit orpo, ckpt, packed": ("alignkit", None, False, True, "orpo", {"packing": True}),
 }
 JUDGMENTS = "data/gym/train_judgment.jsonl"
 NEGATIVES = "data/gym/train_negative.jsonl"
@@ -90,7 +110,17 @@ BASELINE = {
     "alignkit d2o K=11, no ckpt, shared": "alignkit d2o K=11, no ckpt",
     "alignkit dckd, no ckpt": "alignkit dpo (c), no ckpt",
     "alignkit adpa, no ckpt": "alignkit dpo (c), no ckpt",
+    "trl kto precompute (ckpt)": "trl kto (ref copy, ckpt)",
+    "alignkit kto (a) ref model, ckpt": "trl kto (ref copy, ckpt)",
+    "alignkit kto (c) precompute, ckpt": "trl kto precompute (ckpt)",
+    "alignkit kto (c) precompute, ckpt, packed": "trl kto precompute (ckpt)",
+    "alignkit simpo, ckpt": "trl simpo (CPO, ckpt)",
+    "alignkit simpo, ckpt, packed": "trl simpo (CPO, ckpt)",
+    "alignkit orpo, ckpt": "trl orpo (ckpt)",
+    "alignkit orpo, ckpt, packed": "trl orpo (ckpt)",
 }
+TRL_ARGS = {"dpo": {"beta": 0.1}, "kto": {"beta": 0.1}, "simpo": {"loss_type": "simpo", "cpo_alpha": 0.0, "beta": 2.0, "simpo_gamma": 0.5},
+            "orpo": {"beta": 0.1}}  # the same losses as alignkit's defaults
 
 
 def _reset_peak() -> int:
@@ -210,6 +240,27 @@ def _long_prompts(path: str, out: Path) -> str:
     return str(target)
 
 
+def _trl_classes(method: str) -> tuple[type, type]:
+    """TRL's config and trainer classes for a method (KTO unpairs the preference rows itself)."""
+    if method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        return DPOConfig, DPOTrainer
+    if method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOConfig, KTOTrainer
+    if method == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        return CPOConfig, CPOTrainer
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOConfig, ORPOTrainer
+    raise SystemExit(f"no TRL trainer for {method}")
+
+
 def worker(args: argparse.Namespace) -> dict:
     """Train one configuration and report its throughput and memory as JSON."""
     import datasets
@@ -235,7 +286,7 @@ def worker(args: argparse.Namespace) -> dict:
         data.update(train=NEGATIVES, format="negative")
     if args.long_prompts:  # each prompt behind a preamble of ~70 tokens: prompts ~4x the gym's responses
         data["train"] = _long_prompts(data["train"], Path(args.out))
-    method_args = {"beta": 0.1, "reference": route} if method == "dpo" else {**D2O_ARGS} if method == "d2o" else {}
+    method_args = {"beta": 0.1, "reference": route} if method in ("dpo", "kto") else {**D2O_ARGS} if method == "d2o" else {}
     method_args.update(options)
     recipe = validate_recipe({
         "method": method, "model": {"path": args.model, "dtype": "float32", "lora": lora_cfg, "attn_implementation": "sdpa"},
@@ -265,9 +316,12 @@ def worker(args: argparse.Namespace) -> dict:
         trainer.args.eval_on_start = False
     else:
         from transformers import AutoModelForCausalLM
-        from trl import DPOConfig, DPOTrainer
 
-        rows = [json.loads(line) for line in open(data["train"])]  # the long-prompt copy under --long-prompts
+        from alignkit.data.templates import render_prompt
+
+        # TRL gets the prompts as alignkit's template renders them, so both frameworks train on the same token ids
+        rows = [{**r, "prompt": render_prompt(r["prompt"], data["template"], prep.tokenizer)}
+                for r in map(json.loads, open(data["train"]))]  # the long-prompt copy under --long-prompts
         path = resolve_model_path(args.model)
         baseline = _reset_peak()
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
@@ -276,13 +330,17 @@ def worker(args: argparse.Namespace) -> dict:
             from peft import LoraConfig
 
             peft_config = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-        config = DPOConfig(output_dir=args.out, beta=0.1, learning_rate=1e-5, max_steps=args.steps + args.warmup,
-                           per_device_train_batch_size=args.batch, logging_steps=1000, save_strategy="no", report_to=[],
-                           bf16=False, use_cpu=not torch.cuda.is_available(), max_length=args.max_length, seed=0,
-                           precompute_ref_log_probs=route == "precompute", gradient_checkpointing=ckpt,
-                           padding_free=trl_padding_free)
-        trainer = DPOTrainer(model=model, args=config, peft_config=peft_config, processing_class=prep.tokenizer, callbacks=[timer],
-                             train_dataset=datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]))
+        config_class, trainer_class = _trl_classes(method)
+        options = {"precompute_ref_log_probs": route == "precompute"} if method in ("dpo", "kto") else {}
+        if method == "dpo":
+            options["padding_free"] = trl_padding_free
+        config = config_class(output_dir=args.out, learning_rate=1e-5, max_steps=args.steps + args.warmup,
+                              per_device_train_batch_size=args.batch, logging_steps=1000, save_strategy="no", report_to=[],
+                              bf16=False, use_cpu=not torch.cuda.is_available(), max_length=args.max_length, seed=0,
+                              gradient_checkpointing=ckpt, **TRL_ARGS[method], **options)
+        trainer = trainer_class(model=model, args=config, processing_class=prep.tokenizer, callbacks=[timer],
+                                train_dataset=datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]),
+                                **({"peft_config": peft_config} if peft_config is not None else {}))
     if phases is not None:
         _profile(trainer, phases)
     trainer.train()
@@ -332,7 +390,7 @@ def main() -> None:
         results[name] = json.loads(line[len("RESULT "):])
         print(f"done: {name}", file=sys.stderr)
     device = next(iter(results.values()))["device"] if results else "?"
-    print(f"\nTraining steps, model {args.model}, batch {args.batch} examples (DPO pairs or CUT triples), max length {args.max_length}, "
+    print(f"\nTraining steps, model {args.model}, batch {args.batch} examples (DPO, SimPO, ORPO pairs, KTO unpaired examples or CUT triples), max length {args.max_length}, "
           f"{args.steps} timed steps, device {device}{', long prompts' if args.long_prompts else ''}\n")
     print(f"| {'configuration':<30} | tokens/s | s/step | peak MB | vs baseline (speed, memory) |")
     print(f"|{'-' * 32}|---------:|-------:|--------:|:----------------------------|")

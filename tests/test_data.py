@@ -51,6 +51,10 @@ def test_kto_rows_take_trl_message_lists_and_are_detected():
     assert first.prompt[0].content == "Name three primary colours." and first.completion == "Red, yellow and blue."
     assert [r.label for r in result.records] == [True, False, True, False]
     assert [m.role for m in third.prompt] == ["system", "user"] and fourth.prompt == "What is 3 plus 4?"
+    from alignkit.data.stats import data_stats
+
+    assert data_stats(["data/samples/kto.jsonl"])["desirable"] == 2
+    assert data_stats(["data/samples/preference.jsonl"], "unpaired_preference")["undesirable"] == 2
 
 
 def test_kto_label_must_be_a_bool(tmp_path):

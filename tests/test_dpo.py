@@ -115,9 +115,9 @@ MENU_BETA = 0.3
 @pytest.fixture(scope="module")
 def dpo_oracle(tmp_path_factory, trl_pairs, tiny_model_dir):
     """TRL's DPOTrainer and alignkit's DPO on the same policy, reference and batch (four pairs of uneven lengths)."""
-    import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
+    from trl_oracle import trl_trainer
 
     from alignkit.config import validate_recipe
     from alignkit.engine.run import build
@@ -128,14 +128,7 @@ def dpo_oracle(tmp_path_factory, trl_pairs, tiny_model_dir):
     pairs = trl_pairs + [{"prompt": "Question: Say hi.\nAnswer:", "chosen": " Hi there, friend, how are you today?", "rejected": " No."}]
     data = tmp / "pairs.jsonl"
     data.write_text("\n".join(__import__("json").dumps(p) for p in pairs) + "\n")
-    trainer = DPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-        args=DPOConfig(output_dir=str(tmp / "trl"), beta=MENU_BETA, per_device_train_batch_size=4, report_to=[], use_cpu=True,
-                       max_length=None, bf16=False, gradient_checkpointing=False),
-        train_dataset=datasets.Dataset.from_list(pairs), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-    )
-    trainer.model.train()
-    trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(pairs))])
+    trainer, trl_batch = trl_trainer(DPOTrainer, DPOConfig, pairs, tiny_model_dir, tmp, {"beta": MENU_BETA, "max_length": None}, ref_dir)
     recipe = validate_recipe({
         "method": "dpo", "model": {"path": str(tiny_model_dir), "dtype": "float32"},
         "data": {"train": str(data), "template": "raw", "max_length": 128, "max_prompt_length": 64},
@@ -150,7 +143,7 @@ def dpo_oracle(tmp_path_factory, trl_pairs, tiny_model_dir):
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("loss_type,extra", MENU, ids=[str(m[0]) for m in MENU])
 def test_loss_menu_matches_trl_dpo_trainer(dpo_oracle, loss_type, extra, packing):
-    from trl_oracle import assert_same_gradients, example_mean, gradients, last_metrics
+    from trl_oracle import alignkit_first_step, assert_same_gradients, example_mean, gradients, last_metrics
 
     from alignkit.trainers.dpo import Args, Method, loss_names
 
@@ -164,19 +157,11 @@ def test_loss_menu_matches_trl_dpo_trainer(dpo_oracle, loss_type, extra, packing
 
     args = Args(**{**prep.recipe.method_args, "loss_type": loss_type, **extra})
     method = Method(args, prep.tokenizer, prep.recipe.data.model_copy(update={"packing": packing}))
-    batch = method.collate(prep.train_examples)
-    assert ("attention_mask" not in batch) == packing
-    ref = {k[len("ref_"):]: v for k, v in batch.items() if k.startswith("ref_")}
-    seen = {}
-
-    def ours():
-        loss, seen["metrics"] = method.loss(method.sequence_outputs(policy, batch), ref)
-        return loss
-
-    loss, grads = gradients(policy, ours)
+    assert ("attention_mask" not in method.collate(prep.train_examples)) == packing
+    loss, grads, metrics = alignkit_first_step(method, policy, prep.train_examples)
     assert loss == pytest.approx(trl_loss, abs=1e-4)
     for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
-        assert example_mean(seen["metrics"], name) == pytest.approx(trl_metrics[name], abs=1e-4), name
+        assert example_mean(metrics, name) == pytest.approx(trl_metrics[name], abs=1e-4), name
     assert_same_gradients(grads, trl_grads)
 
 

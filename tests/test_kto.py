@@ -51,9 +51,9 @@ def test_mismatch_shift_is_trls_rotation_unless_it_pairs_a_prompt_with_itself():
 def kto_oracle(tmp_path_factory, tiny_model_dir):
     """TRL's KTOTrainer (live reference) and alignkit's KTO (precomputed reference, KL pairs included) on the same policy,
     reference and batch."""
-    import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import KTOConfig, KTOTrainer
+    from trl_oracle import trl_trainer
 
     from alignkit.config import validate_recipe
     from alignkit.engine.run import build
@@ -63,14 +63,7 @@ def kto_oracle(tmp_path_factory, tiny_model_dir):
     ref_dir = build_tiny_model(tmp / "ref", "xs", seed=1)
     data = tmp / "unpaired.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in UNPAIRED) + "\n")
-    trainer = KTOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-        args=KTOConfig(output_dir=str(tmp / "trl"), per_device_train_batch_size=len(UNPAIRED), report_to=[], use_cpu=True,
-                       max_length=None, bf16=False, gradient_checkpointing=False),
-        train_dataset=datasets.Dataset.from_list(UNPAIRED), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-    )
-    trainer.model.train()
-    trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(UNPAIRED))])
+    trainer, trl_batch = trl_trainer(KTOTrainer, KTOConfig, UNPAIRED, tiny_model_dir, tmp, {"max_length": None}, ref_dir)
     recipe = validate_recipe({
         "method": "kto", "model": {"path": str(tiny_model_dir), "dtype": "float32"},
         "data": {"train": str(data), "format": "kto", "template": "raw", "max_length": 128, "max_prompt_length": 64},
@@ -97,7 +90,7 @@ SETTINGS = [  # alignkit method_args, and TRL's KTOTrainer attributes for the sa
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("ours_args,trl_attrs", SETTINGS, ids=["defaults", "weighted", "apo_zero_unpaired"])
 def test_first_step_matches_trl_kto_trainer(kto_oracle, ours_args, trl_attrs, packing):
-    from trl_oracle import assert_same_gradients, example_mean, gradients, last_metrics
+    from trl_oracle import alignkit_first_step, assert_same_gradients, example_mean, gradients, last_metrics
 
     from alignkit.trainers.kto import Args, Method
 
@@ -112,17 +105,10 @@ def test_first_step_matches_trl_kto_trainer(kto_oracle, ours_args, trl_attrs, pa
     batch = method.collate(prep.train_examples)
     assert ("attention_mask" not in batch and "kl_attention_mask" not in batch) == packing
     assert ("kl_input_ids" in batch) == method.uses_kl
-    ref = {k[len("ref_"):]: v for k, v in batch.items() if k.startswith("ref_")}
-    seen = {}
-
-    def ours():
-        loss, seen["metrics"] = method.loss(method.sequence_outputs(policy, batch), ref)
-        return loss
-
-    loss, grads = gradients(policy, ours)
+    loss, grads, metrics = alignkit_first_step(method, policy, prep.train_examples)
     assert loss == pytest.approx(trl_loss, abs=1e-4)
     for name in ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"):
-        assert example_mean(seen["metrics"], name) == pytest.approx(trl_metrics[name], abs=1e-4), name
+        assert example_mean(metrics, name) == pytest.approx(trl_metrics[name], abs=1e-4), name
     if method.uses_kl:
         assert trl_metrics["kl"] > 1e-3  # a reference point that shifts the loss, so the comparison checks it
     assert_same_gradients(grads, trl_grads)
@@ -148,7 +134,8 @@ def test_kto_trains_from_a_preference_file_and_from_unpaired_data(tmp_path, sour
                  "training.per_device_eval_batch_size=8"]
     if source == "unpaired file":  # trl-lib/kto-mix-14k's shape: message lists, a bool label
         overrides += ["data.train=data/samples/kto.jsonl", "data.eval=data/samples/kto.jsonl", "data.format=kto",
-                      "training.per_device_train_batch_size=4"]
+                      "training.per_device_train_batch_size=4", "training.train_sampling_strategy=sequential",  # TRL's batches
+                      "method_args.reference=model"]  # the reference (and its KL pairs' log-probs) computed live
     else:
         overrides += ["data.train={path: data/gym/train_preference.jsonl, max_records: 24}", "data.eval=data/samples/preference.jsonl"]
     recipe = load_recipe("recipes/kto_tiny.yaml", overrides)
@@ -169,4 +156,5 @@ def test_kto_trains_from_a_preference_file_and_from_unpaired_data(tmp_path, sour
                 assert any(o["prompt_ids"] != e["prompt_ids"] for o in owners)
     summary = train(recipe)
     assert summary.steps == 2 and "logps, kl_logps" in summary.reference
+    assert ("live (model)" in summary.reference) == (source == "unpaired file")
     assert math.isfinite(summary.after["loss"]) and "kl" in summary.after
