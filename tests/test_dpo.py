@@ -184,8 +184,19 @@ def test_menu_by_hand_on_tensors():
     mpo, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b, loss_type=["sigmoid", "sft"], loss_weights=[0.5, 2.0], chosen_lengths=lengths_c)
     sig, _, _ = dpo_loss(P_C, P_R, R_C, R_R, beta=b)
     assert torch.allclose(mpo, 0.5 * sig + 2.0 * sft)
-    with pytest.raises(ValueError, match="chosen_lengths"):
-        dpo_loss(P_C, P_R, R_C, R_R, loss_type="sft")
+    assert dpo_loss(P_C, P_R, R_C, R_R, loss_type="sft")[0].tolist() == [5.0, 8.0]  # no lengths: the NLL as passed
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo_loss(P_C, P_R, R_C, R_R, loss_type="exo_pair")
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"])
+def test_every_trl_name_is_a_finite_per_example_loss_with_a_gradient(name):
+    pc = P_C.clone().requires_grad_()
+    losses, rc, rr = dpo_loss(pc, P_R, R_C, R_R, beta=0.1, loss_type=name, label_smoothing=0.1 if name == "exo_pair" else 0.0)
+    assert losses.shape == (2,) and torch.isfinite(losses).all()
+    losses.sum().backward()
+    assert torch.isfinite(pc.grad).all() and pc.grad.abs().sum() > 0
 
 
 def test_menu_settings_are_checked():

@@ -79,6 +79,8 @@ def pairwise_loss(
     if name == "ipo":
         return (h - 1 / (2 * beta)) ** 2
     if name == "exo_pair":  # KL(softmax(βh over the pair) ‖ [1 − ε, ε])
+        if not 0 < eps < 1:
+            raise ValueError(f"loss_type exo_pair needs 0 < label_smoothing < 1 (1e-3 in the EXO paper), got {eps}")
         q_w, q_l = torch.sigmoid(beta * h), torch.sigmoid(-beta * h)
         return q_w * (F.logsigmoid(beta * h) - math.log1p(-eps)) + q_l * (F.logsigmoid(-beta * h) - math.log(eps))
     if name == "nca_pair":
@@ -125,9 +127,10 @@ def dpo_loss(
     `pairwise_loss`. A list of loss types sums them, each weighted by `loss_weights` (default 1), as TRL's MPO.
 
     ipo and sigmoid_norm use per-token average log-ratios: pass the completion token counts as
-    `chosen_lengths` / `rejected_lengths` (or pass already averaged log-probs without them). sft, the NLL of
-    chosen averaged over every chosen token of the batch, needs `chosen_lengths`; its per-example values are
-    shares of that batch mean. The rewards are always of the log-probs as passed (TRL: summed).
+    `chosen_lengths` / `rejected_lengths` (or pass already averaged log-probs without them). sft is the NLL of
+    chosen averaged over every chosen token of the batch (TRL) when `chosen_lengths` is given, its per-example
+    values shares of that batch mean; without it, the NLL of the log-probs as passed. The rewards are always of
+    the log-probs as passed (TRL: summed).
     """
     names = loss_names(loss_type)
     weights = list(loss_weights) if loss_weights is not None else [1.0] * len(names)
@@ -140,10 +143,8 @@ def dpo_loss(
         c, r = chosen_ratio, rejected_ratio
         if name in LENGTH_NORMALISED and chosen_lengths is not None and rejected_lengths is not None:
             c, r = c / chosen_lengths.clamp(min=1), r / rejected_lengths.clamp(min=1)
-        if name == "sft":
-            if chosen_lengths is None:
-                raise ValueError("loss_type sft averages over the chosen tokens: pass chosen_lengths")
-            part = token_mean_shares(-policy_chosen_logps, chosen_lengths)
+        if name == "sft":  # without lengths: the NLL of the log-probs as passed
+            part = -policy_chosen_logps if chosen_lengths is None else token_mean_shares(-policy_chosen_logps, chosen_lengths)
         else:
             part = pairwise_loss(name, c, r, policy_chosen_logps - policy_rejected_logps, ref_chosen_logps - ref_rejected_logps,
                                  beta, label_smoothing, discopop_tau)
