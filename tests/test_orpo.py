@@ -64,6 +64,8 @@ def test_nll_on_prompt_false_scores_the_completion_only(orpo_oracle):
     assert torch.allclose(outs[False]["nll_logps"], outs[False]["chosen_logps"])
     for key in ("chosen_logps", "rejected_logps", "chosen_tokens", "rejected_tokens"):  # the odds ratio is the same
         assert torch.allclose(outs[True][key], outs[False][key], atol=1e-5), key
+    with pytest.raises(ValueError, match="share_prompts is not supported"):  # a chosen row that scores its prompt owns it
+        Method(Args(), prep.tokenizer, prep.recipe.data.model_copy(update={"share_prompts": True}))
 
 
 def test_orpo_recipe_never_loads_or_computes_a_reference(tmp_path, monkeypatch):
