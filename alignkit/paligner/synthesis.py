@@ -65,6 +65,8 @@ class ScorerSettings(BaseModel):
     kind: Literal["reward-model", "gold", "judge"]
     path: str | None = None
     template: str = "chat"
+    options: dict[str, Any] = Field(default_factory=dict, description="reward model options: trust_remote_code, output "
+                                    "(e.g. score for ArmoRM), device, dtype, max_batch_tokens (alignkit.scoring.reward_model)")
 
 
 class SynthesisConfig(BaseModel):
@@ -144,7 +146,7 @@ def synthesize(config: SynthesisConfig, rewriter: Any, generator: Any = None, sc
     if scorer is None:
         from alignkit.judge.scorer import make_scorer
 
-        scorer = make_scorer(config.scorer.kind, config.scorer.path, config.scorer.template)
+        scorer = make_scorer(config.scorer.kind, config.scorer.path, config.scorer.template, **config.scorer.options)
     d = config.downstream
     params = SamplingParams(n=config.samples_per_node, temperature=d.temperature, max_tokens=d.max_tokens,
                             stop=tuple(d.stop), seed=config.seed)

@@ -58,6 +58,10 @@ class Args(MethodArgs, SamplerArgs):
     reward_model: str | None = Field(None, description="reward model folder, or the judge model / endpoint URL for reward: judge")
     heldout_reward: ScorerKind | None = Field(None, description="a second scorer for evaluation only (spec Q9), e.g. gold on the gym")
     heldout_reward_model: str | None = Field(None, description="its model, when it needs one")
+    reward_options: dict[str, Any] = Field(default_factory=dict, description="reward model options, e.g. {trust_remote_code: "
+                                           "true, output: score} for a remote-code RM such as ArmoRM, device, max_batch_tokens "
+                                           "(alignkit.scoring.reward_model.OPTIONS)")
+    heldout_reward_options: dict[str, Any] = Field(default_factory=dict, description="the same for heldout_reward_model")
     transform: Literal["raw", "identity", "log", "bon", "won"] = Field("bon", description="Φ applied to the calibrated "
                                                                        "reward; raw = the reward itself, uncalibrated")
     t: float | Literal["auto"] = Field("auto", description="exponent of bon/won; auto = choose_t(n, kl_target) [paper's t unknown]")
@@ -166,8 +170,8 @@ class Method(CompletionMethod):
 
     # -- declared signals: reference samples and their rewards ---------------------------------------
 
-    def _scorer_spec(self, kind: str, path: str | None, recipe: Any) -> ScorerSpec:
-        return ScorerSpec(kind, path, self.args.reward_template or recipe.data.template)
+    def _scorer_spec(self, kind: str, path: str | None, recipe: Any, options: dict[str, Any]) -> ScorerSpec:
+        return ScorerSpec(kind, path, self.args.reward_template or recipe.data.template, tuple(sorted(options.items())))
 
     def signals(self, recipe: Any) -> list[Any]:
         """m temperature-1 samples per prompt from π_ref, scored by the reward (and the held-out scorer);
@@ -179,10 +183,12 @@ class Method(CompletionMethod):
         params = SamplingParams(n=a.calibration_samples, temperature=1.0, top_p=1.0, max_tokens=a.sample_max_tokens,
                                 seed=a.sample_seed + 1)
         signals: list[Any] = [a.samples_signal("calibration", ref, params, role="reference"),
-                              Rewards("calibration_rewards", "calibration", self._scorer_spec(a.reward, a.reward_model, recipe))]
+                              Rewards("calibration_rewards", "calibration",
+                                      self._scorer_spec(a.reward, a.reward_model, recipe, a.reward_options))]
         if a.heldout_reward:
             signals.append(Rewards("calibration_heldout", "calibration",
-                                   self._scorer_spec(a.heldout_reward, a.heldout_reward_model, recipe), role="heldout reward"))
+                                   self._scorer_spec(a.heldout_reward, a.heldout_reward_model, recipe, a.heldout_reward_options),
+                                   role="heldout reward"))
         signals.append(SequenceLogps(("sample_logps",), ref, a.reference))
         self._setup(recipe)
         return signals
@@ -193,9 +199,9 @@ class Method(CompletionMethod):
         a = self.args
         self.sampler = a.policy_sampler(recipe, self.tokens.tokenizer)
         template = a.reward_template or recipe.data.template
-        self.scorer = make_scorer(a.reward, a.reward_model, template)
+        self.scorer = make_scorer(a.reward, a.reward_model, template, **a.reward_options)
         if a.heldout_reward:
-            self.heldout = make_scorer(a.heldout_reward, a.heldout_reward_model, template)
+            self.heldout = make_scorer(a.heldout_reward, a.heldout_reward_model, template, **a.heldout_reward_options)
         self.transform = make_transform(a, a.calibration_samples)
 
     def _calibrator(self, name: str) -> Any:
