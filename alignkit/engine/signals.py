@@ -140,10 +140,13 @@ def compute_samples(signal: Samples, records: Sequence[Any], recipe: Any, report
     options = dict(signal.engine_args)
     args = (signal.model, rows, signal.params, signal.backend, template)
     kwargs = {"max_prompt_length": recipe.data.max_prompt_length}
+    total = signal.params.n * len(rows)
+    what = (f"{signal.name}: {signal.params.n} samples for each of {len(rows)} prompts = {total:,} completions of up to "
+            f"{signal.params.max_tokens} tokens from {_describe(signal.model)} ({signal.role})")
+    log.info("signals: %s: sampling unless cached", what)  # the cost, before it is paid
     t0 = time.perf_counter()
     result, computed = main_process_first(lambda: rollouts(*args, load_only=True, **kwargs),
                                           lambda: rollouts(*args, **kwargs, **options))
-    what = f"{signal.name}: {signal.params.n} samples for each of {len(rows)} prompts from {_describe(signal.model)} ({signal.role})"
     report.add(f"{what}: {'computed in %.1fs' % (time.perf_counter() - t0) if computed else 'reused from the rollout cache'}")
     return {prompt_key(row["prompt"]): row["completions"] for row in result}
 
