@@ -127,7 +127,7 @@ def _add_paligner_commands(sub) -> None:
     r.add_argument("--prompts", required=True, help="data file with prompts (any prompt-bearing format)")
     r.add_argument("--format", default=None)
     r.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm", "openai"])
-    r.add_argument("--max-tokens", type=int, default=512)
+    r.add_argument("--max-tokens", type=int, default=4096, help="the rewriter's decoding length (greedy; 4096 as the official pipeline)")
     r.add_argument("--limit", type=int)
     r.add_argument("--out", required=True, help="output JSONL: prompt (rewritten), raw_prompt, parsed, plus the input row's fields")
 
@@ -778,7 +778,7 @@ def _make_rewriter(settings):
     else:
         _check_model_arg("rewriter.model", settings.model)
         generator = load_generator(settings.model, settings.backend)
-    return ModelRewriter(generator, settings.style)
+    return ModelRewriter(generator, settings.style, settings.max_tokens, settings.temperature, settings.seed)
 
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
