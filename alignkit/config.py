@@ -94,6 +94,9 @@ class ModelSettings(_Strict):
     quantization: QuantizationSettings | None = None
     lora: LoraSettings | None = None
     trust_remote_code: bool = False
+    chat_template: str | None = Field(None, description="a Jinja chat template (text, or a .jinja file) replacing the "
+                                      "tokenizer's own: e.g. a base model without one, or a recipe's official template; "
+                                      "saved with the checkpoint's tokenizer")
     device: str | None = Field(None, description="where a frozen copy of this model runs (reference, teacher, sampler, "
                                "judge, reward model), e.g. cuda:1 or cpu; default: the process's accelerator "
                                "(alignkit.modeling.loading.frozen_placement). The policy is placed by the trainer")

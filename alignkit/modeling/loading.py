@@ -103,10 +103,22 @@ def load_tokenizer(settings: ModelSettings) -> Any:
         tok = AutoTokenizer.from_pretrained(path, revision=settings.revision, trust_remote_code=settings.trust_remote_code)
     except OSError as err:
         raise _load_failure("tokenizer", settings.tokenizer or settings.path, err) from None
+    if settings.chat_template:
+        tok.chat_template = chat_template_text(settings.chat_template)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
+
+
+def chat_template_text(value: str) -> str:
+    """A `chat_template` setting's Jinja text: the file's contents for a path ending in .jinja, else the value itself."""
+    if value.endswith(".jinja"):
+        try:
+            return Path(value).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ValueError(f"model.chat_template: cannot read {value}: {err}") from None
+    return value
 
 
 MODEL_KINDS = ("causal_lm", "sequence_classifier")
@@ -264,6 +276,8 @@ def model_fingerprint(settings: ModelSettings) -> str:
         tokenizer = _folder_identity(Path(resolve_model_path(tokenizer)))
     load = {"dtype": settings.dtype, "attn": settings.attn_implementation, "tokenizer": tokenizer,
             "quantization": settings.quantization.model_dump() if settings.quantization else None}
+    if settings.chat_template:  # another template renders other token ids (only when set: existing keys stay valid)
+        load["chat_template"] = hashlib.sha256(chat_template_text(settings.chat_template).encode()).hexdigest()
     return hashlib.sha256(json.dumps([identity, load], sort_keys=True).encode()).hexdigest()
 
 
