@@ -273,3 +273,20 @@ def test_a_critic_that_writes_nothing_is_counted_not_trained_on(tmp_path):
     records, stats = judged_round(settings, "data/gym/base-s", ["What is 2 plus 3?", "Name a color."], 0, method, Silent(), recipe)
     assert stats["unjudged_skipped"] == 2 and len(records) == stats["samples"] == 2
     assert all(r["judgment"] == "The response is rude." for r in records)
+
+
+def test_the_gpu_check_of_the_real_path_runs_on_the_cpu_and_is_harmless_without_cuda(tmp_path):
+    """`eval/real_path_check.py` (run by eval/gpu_check.sh on a GPU) as a dry run on the CPU: every route passes with
+    its parameters on the CPU in fp32; without --allow-cpu it checks nothing and exits 0."""
+    import subprocess
+
+    env_python = sys.executable
+    quiet = subprocess.run([env_python, "eval/real_path_check.py", "--summary", str(tmp_path / "s.md")], capture_output=True, text=True)
+    assert quiet.returncode == 0 and "no CUDA" in (tmp_path / "s.md").read_text()
+    run = subprocess.run([env_python, "eval/real_path_check.py", "--allow-cpu", "--skip-online", "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "real_path.json").read_text())
+    assert report["device"] == "cpu" and report["dtype"] == "float32" and len(report["routes"]) == 8
+    assert all(r["ok"] for r in report["routes"])
+    assert {r["device"] for r in report["routes"]} == {"cpu"} and {r["dtype"] for r in report["routes"]} == {"float32"}
