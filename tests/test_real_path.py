@@ -159,6 +159,43 @@ def test_remote_code_reward_model_scores_paligner_synthesis(remote_rm, tmp_path)
                 assert node.rewards == pytest.approx(expected, abs=1e-5)
 
 
+def test_remote_code_reward_model_through_the_judge_cli_ctrl_and_the_eval_section(remote_rm, tmp_path):
+    """The other documented reward-model routes take the same options: `alignkit judge --judge reward`, CTRL's
+    `reward_options` (calibration rewards computed by `prepare`) and the `eval:` section's `scorer_options`."""
+    from alignkit.cli import main
+    from alignkit.config import load_recipe
+    from alignkit.engine.generation_eval import scorer_spec
+    from alignkit.engine.run import build
+
+    items = [json.loads(line) for line in open("data/gym/heldout_judge.jsonl")][:3]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in items))
+    assert main(["judge", "--data", str(data), "--judge", "reward", "--model", str(remote_rm), "--trust-remote-code",
+                 "--reward-output", "score", "--human-labels", "none", "--bootstrap", "10", "--out", str(tmp_path / "j")]) == 0
+    verdicts = [json.loads(line) for line in (tmp_path / "j" / "verdicts.jsonl").read_text().splitlines()]
+    want = expected_scores(remote_rm, [r["question"] for r in items], [r["answer"] for r in items])
+    assert [v["verdict"] for v in verdicts] == pytest.approx(want, abs=1e-5)
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in ["What is 2 plus 3?", "Name a color.", "What is 9 minus 4?"]))
+    options = "{trust_remote_code: true, output: score}"
+    recipe = load_recipe("recipes/ctrl_tiny.yaml", [f"data.train={prompts}", "data.eval=[]", f"method_args.reward_model={remote_rm}",
+                                                    f"method_args.reward_options={options}", "method_args.calibration_samples=4",
+                                                    "method_args.sample_max_tokens=8", "method_args.sample_backend=hf",
+                                                    "method_args.heldout_reward=null",
+                                                    f"training.output_dir={tmp_path / 'ctrl'}"])
+    prep = build(recipe)
+    rewards = prep.method.signal_values["calibration_rewards"]
+    samples = prep.method.signal_values["calibration"]
+    key = next(iter(rewards))
+    prompt = json.loads(key[len("messages:"):]) if key.startswith("messages:") else key
+    assert rewards[key] == pytest.approx(expected_scores(remote_rm, [prompt] * 4, [c["text"] for c in samples[key]]), abs=1e-5)
+
+    with_eval = load_recipe("recipes/dpo_tiny.yaml", [f"eval={{generate_every: 2, scorer: reward-model, scorer_model: {remote_rm}, "
+                                                      f"scorer_options: {options}}}"])
+    assert dict(scorer_spec(with_eval).options) == {"trust_remote_code": True, "output": "score"}
+
+
 # -- row 3: online CUT with an LLM critic ---------------------------------------------------------
 
 
