@@ -127,7 +127,7 @@ def _add_paligner_commands(sub) -> None:
     r.add_argument("--prompts", required=True, help="data file with prompts (any prompt-bearing format)")
     r.add_argument("--format", default=None)
     r.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm", "openai"])
-    r.add_argument("--max-tokens", type=int, default=512)
+    r.add_argument("--max-tokens", type=int, default=4096, help="the rewriter's decoding length (greedy; 4096 as the official pipeline)")
     r.add_argument("--limit", type=int)
     r.add_argument("--out", required=True, help="output JSONL: prompt (rewritten), raw_prompt, parsed, plus the input row's fields")
 
@@ -161,6 +161,22 @@ def _add_endpoint_options(p: argparse.ArgumentParser, key_flag: str = "--api-key
                    help="send --api-key over plain http to a host other than this machine (trusted networks only)")
 
 
+def _add_reward_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="reward model: run the model folder's own code (remote-code reward models such as ArmoRM)")
+    p.add_argument("--reward-output", default="logits",
+                   help="reward model: which output is the reward: logits (one label), logits:K, or an attribute of the "
+                        "model's output, e.g. score for ArmoRM (default logits)")
+    p.add_argument("--device", default=None, help="reward model: a torch device (default: this process's accelerator)")
+
+
+def _reward_options(args: argparse.Namespace) -> dict:
+    """The reward model options the command line sets (only those that differ from the defaults)."""
+    options = {"trust_remote_code": args.trust_remote_code, "output": args.reward_output, "device": args.device}
+    defaults = {"trust_remote_code": False, "output": "logits", "device": None}
+    return {k: v for k, v in options.items() if v != defaults[k]}
+
+
 def _add_judge_model_options(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
     p.add_argument("--model", help="judge model folder (hf/vllm), reward model folder, or the model name at --endpoint")
     p.add_argument("--endpoint", help="OpenAI-compatible URL of the judge model (e.g. from `alignkit serve`), or for "
@@ -173,6 +189,11 @@ def _add_judge_model_options(p: argparse.ArgumentParser, key_flag: str = "--api-
                    help="pairwise: both = a win or loss only when both orders agree, otherwise a tie (default; MT-Bench); "
                         "average = the mean of the two orders")
     p.add_argument("--no-cache", action="store_true", help="ask the judge model again instead of reusing cached answers")
+    p.add_argument("--truncate", default="newlinequestion", choices=["newlinequestion", "newlinequestion2", "newline", "skip"],
+                   help="how llm and lexical judges cut each answer before reading it, then strip it: at the first '\\nQ:' "
+                        "(default; the official Judging the Judges setting for every judge), '\\nQuestion:', a newline, or "
+                        "not at all (skip: strip only)")
+    _add_reward_model_options(p)
 
 
 def _add_generation_commands(sub) -> None:
@@ -206,9 +227,12 @@ def _add_generation_commands(sub) -> None:
                         "remote = a judge served by `alignkit judge-serve` at --endpoint")
     _add_judge_model_options(p)
     p.add_argument("--field", help="for --judge field: the column with the labels to evaluate")
-    p.add_argument("--low-confidence", default="separate", choices=["separate", "fold"],
-                   help="hedged verdicts ('maybe correct'): separate = no verdict, like an unparsed one (default; the official "
-                        "Judging the Judges code codes both 0); fold = count the hedged label")
+    p.add_argument("--low-confidence", default="fold", choices=["fold", "separate"],
+                   help="hedged judge verdicts ('maybe correct'): fold = count the hedged label (default; the official Judging "
+                        "the Judges code codes every parsed verdict +1/-1); separate = no verdict (0), like an unparsed one")
+    p.add_argument("--human-low-confidence", default="separate", choices=["separate", "fold"],
+                   help="hedged human labels ('maybe correct'): separate = no label (0) in the agreement statistics (default; "
+                        "the official code's coding of a human who was not confident); fold = count the hedged label")
     p.add_argument("--unparsed", default="incorrect", choices=["incorrect", "exclude"],
                    help="judge accuracy with no-verdict items counted as 'incorrect' (default; the official convention) or left "
                         "out; both are reported, this picks the headline")
@@ -229,8 +253,10 @@ def _add_generation_commands(sub) -> None:
                    help="serve on a non-loopback --host without --api-key (anyone who reaches the port can use it)")
     p = sub.add_parser("bon", help="best-of-N (or --worst worst-of-N) selection per prompt")
     _add_sampling(p, n_default=8)
-    p.add_argument("--scorer", default="reward-model", choices=["reward-model", "judge", "gold"])
-    p.add_argument("--reward-model", help="reward model folder (sequence classifier, 1 label) for --scorer reward-model")
+    p.add_argument("--scorer", default="reward-model", choices=["reward-model", "rm", "judge", "gold"],
+                   help="reward-model (alias rm): a sequence-classification reward model; judge: a pointwise LLM judge; gold: the gym's")
+    p.add_argument("--reward-model", help="reward model folder or hub id for --scorer reward-model")
+    _add_reward_model_options(p)
     p.add_argument("--judge-model", help="judge model folder or endpoint URL for --scorer judge")
     p.add_argument("--worst", action="store_true", help="select the lowest-scoring completion instead")
     p.add_argument("--pairs", metavar="OUT", help="also write on-policy preference pairs (best as chosen, worst as "
@@ -643,9 +669,10 @@ def cmd_bon(args: argparse.Namespace) -> int:
     from alignkit.scoring.best_of_n import best_of_n
 
     _sampling_params(args)  # a bad --n/--temperature fails before the scorer's model loads
-    path = args.reward_model if args.scorer == "reward-model" else args.judge_model
-    _check_model_arg("--reward-model" if args.scorer == "reward-model" else "--judge-model", path)
-    options = {}
+    rm = args.scorer in ("reward-model", "rm")
+    path = args.reward_model if rm else args.judge_model
+    _check_model_arg("--reward-model" if rm else "--judge-model", path)
+    options = _reward_options(args) if rm else {}
     if args.scorer == "judge" and path and path.startswith(("http://", "https://")):
         endpoint = _endpoint_options(args)
         options = {"api_key": endpoint.pop("api_key"), "endpoint_options": endpoint}
@@ -677,7 +704,7 @@ def _make_judge(args: argparse.Namespace):
     try:
         return make_judge(args.judge, args.model, args.endpoint, args.template, args.backend, getattr(args, "field", None),
                           options.pop("api_key"), cache=not args.no_cache, max_tokens=args.max_tokens, endpoint_options=options,
-                          pair_rule=args.pair_rule)
+                          pair_rule=args.pair_rule, reward_options=_reward_options(args), truncation=args.truncate)
     except ValueError as err:
         raise CliError(str(err)) from None
 
@@ -691,7 +718,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     judge = _make_judge(args)
     try:
         report = run_judge(args.data, judge, args.out, human, args.group_by or None, args.bootstrap,
-                           low_confidence=args.low_confidence, unparsed=args.unparsed)
+                           low_confidence=args.low_confidence, unparsed=args.unparsed,
+                           human_low_confidence=args.human_low_confidence)
     except ValueError as err:
         from alignkit.config import RecipeError
         from alignkit.data.loaders import DataError
@@ -750,7 +778,7 @@ def _make_rewriter(settings):
     else:
         _check_model_arg("rewriter.model", settings.model)
         generator = load_generator(settings.model, settings.backend)
-    return ModelRewriter(generator, settings.style)
+    return ModelRewriter(generator, settings.style, settings.max_tokens, settings.temperature, settings.seed)
 
 
 def cmd_rewrite(args: argparse.Namespace) -> int:

@@ -97,6 +97,12 @@ class ModelSettings(_Strict):
     quantization: QuantizationSettings | None = None
     lora: LoraSettings | None = None
     trust_remote_code: bool = False
+    chat_template: str | None = Field(None, description="a Jinja chat template (text, or a .jinja file) replacing the "
+                                      "tokenizer's own: e.g. a base model without one, or a recipe's official template; "
+                                      "saved with the checkpoint's tokenizer")
+    device: str | None = Field(None, description="where a frozen copy of this model runs (reference, teacher, sampler, "
+                               "judge, reward model), e.g. cuda:1 or cpu; default: the process's accelerator "
+                               "(alignkit.modeling.loading.frozen_placement). The policy is placed by the trainer")
 
 
 class DataSettings(_Strict):
@@ -218,6 +224,8 @@ class GenerationEvalSettings(_Strict):
                                                              "gym's gold reward) or judge (a pointwise LLM judge)")
     scorer_model: str | None = Field(None, description="the reward model folder, or the judge's model folder or endpoint URL")
     scorer_template: str | None = Field(None, description="the template the scorer reads prompts with (default: data.template)")
+    scorer_options: dict[str, Any] = Field(default_factory=dict, description="reward model options, e.g. {trust_remote_code: "
+                                           "true, output: score} for ArmoRM (alignkit.scoring.reward_model.OPTIONS)")
     prompts: int = Field(32, gt=0, description="how many distinct eval prompts (data.eval, else data.train) are sampled")
     num_samples: int = Field(2, gt=0, description="policy samples per prompt at each evaluation")
     reference_samples: int = Field(8, gt=0, description="reference-policy samples per prompt, drawn once and cached")

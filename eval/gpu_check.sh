@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# One command on one GPU: the `gpu`-marked tests and eval/bench_generate.py on a ~1B random-init Llama in bf16,
-# every table and log into one folder, in about 8 minutes. Offline: alignkit's missing packages come from a
+# One command on one GPU: the `gpu`-marked tests, the real-path routes (eval/real_path_check.py: every frozen model
+# a GPU user loads, asserted on the GPU in bf16; a remote-code reward model; online CUT with the gym critic) and
+# eval/bench_generate.py on a ~1B random-init Llama in bf16, every table and log into one folder, in about 8 minutes.
+# Without CUDA every step says so and nothing fails. Offline: alignkit's missing packages come from a
 # folder of wheels made beforehand with eval/gpu_wheels.sh (see docs/gpu.md).
 #
 #   eval/gpu_check.sh [OUT_DIR]                   # OUT_DIR defaults to runs/gpu_check
 #   WHEELS=.whl PYTHON=python3 BUDGET_S=480 MODEL=random:1b BENCH_ARGS="--prompts 64 ..." eval/gpu_check.sh /tmp/out
 #
 # What it writes to OUT_DIR (8 files): env.txt (GPU, Python, versions), imports.txt (what is importable and
-# what each missing package skips), gpu_tests.log + gpu_tests.xml (pytest -m gpu), bench.log,
-# bench_generate.md + bench_generate.json (throughput and weight sync), summary.md (all of it in short).
+# what each missing package skips), gpu_tests.log + gpu_tests.xml (pytest -m gpu, then the real-path check's log),
+# bench.log, bench_generate.md + bench_generate.json (throughput and weight sync), summary.md (all of it in short,
+# with the real-path table: route, device, dtype, ok).
 # Exit status: 0 when every step that could run passed; skipped steps are reported, not failed.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -95,7 +98,7 @@ cat "$OUT/imports.txt" | tee -a "$OUT/summary.md"
 status=0
 
 # 3. The gpu-marked tests (pytest -m gpu overrides the default `not gpu`), each bounded.
-tests_s=$(( $(left) * 55 / 100 ))
+tests_s=$(( $(left) * 45 / 100 ))
 if grep -q "^ok       alignkit" "$OUT/imports.txt"; then
   timeout "$tests_s" "$PYTHON" -m pytest -m gpu tests/ -p no:cacheprovider -q -ra --junitxml="$OUT/gpu_tests.xml" \
       > "$OUT/gpu_tests.log" 2>&1
@@ -107,9 +110,24 @@ else
   status=1
 fi
 
+# 3b. The real path (issue 29 rows 1-4): each frozen-model route on the GPU with its device and dtype asserted.
+real_s=$(( $(left) * 35 / 100 ))
+[ "$real_s" -gt 180 ] && real_s=180
+if grep -q "^ok       alignkit" "$OUT/imports.txt" && [ "$real_s" -gt 30 ]; then
+  echo "=== eval/real_path_check.py" >> "$OUT/gpu_tests.log"
+  timeout "$real_s" "$PYTHON" eval/real_path_check.py --summary "$OUT/summary.md" >> "$OUT/gpu_tests.log" 2>&1
+  code=$?
+  say "- real path check: exit $code$([ $code = 124 ] && echo ", stopped after ${real_s} s")"
+  [ $code = 0 ] || status=1
+else
+  say "- real path check: not run ($(left) s left, or alignkit does not import)"
+fi
+
 # 4. The benchmark on the ~1B model in bf16: HF (and vLLM/TRL rows when importable) throughput, weight sync.
 bench_s=$(( $(left) - 15 ))
-if [ "$bench_s" -gt 60 ] && grep -q "^ok       alignkit" "$OUT/imports.txt"; then
+if ! grep -q "^ok       CUDA" "$OUT/imports.txt"; then
+  say "- bench_generate: not run, no CUDA (a bf16 1B model on the CPU only times out)"
+elif [ "$bench_s" -gt 60 ] && grep -q "^ok       alignkit" "$OUT/imports.txt"; then
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
   timeout "$bench_s" "$PYTHON" eval/bench_generate.py --models "$MODEL" --sync-models "$MODEL" --dtype bfloat16 \
       $BENCH_ARGS --out "$OUT" >> "$OUT/bench.log" 2>&1

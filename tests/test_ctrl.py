@@ -148,3 +148,73 @@ def test_ctrl_through_vllm_with_weight_sync(tmp_path, reward_model, monkeypatch)
     # step 0 samples from the engine's own initial weights; steps 1 and 2 (and the final eval) sync the trained ones
     assert summary.steps == 2 and len(synced) == 2 and synced[0] != synced[1]
     assert summary.after["win/bon4"] >= 0
+
+
+# -- issue 29 row 8: beta auto, bounded calibration, the GPU recipes ----------------------------------------------
+
+
+def _args(**values):
+    from alignkit.trainers.ctrl import Args
+
+    return Args(reward="gold", **values)
+
+
+def test_beta_auto_puts_the_optimum_at_the_kl_target_that_t_was_chosen_for():
+    from alignkit.rewards import choose_t, identity, kl_winrate_curve
+    from alignkit.trainers.ctrl import make_transform, resolve_beta
+
+    args = _args(transform="bon", t="auto", n=4, kl_target=0.5)
+    transform = make_transform(args, 256)
+    beta = resolve_beta(args, transform)
+    assert beta == pytest.approx(choose_t(4, 0.5, "bon").beta_normalized, rel=1e-4)  # the value TChoice computes
+    assert beta == pytest.approx(0.31, abs=0.01)
+    assert kl_winrate_curve(transform, 4, [beta])[0][0] == pytest.approx(0.5, rel=1e-3)
+    assert kl_winrate_curve(transform, 4, [0.05])[0][0] > 4  # the old fixed beta aimed at KL ~4.4
+    won = _args(transform="won", t="auto", kl_target=0.5)
+    assert resolve_beta(won, make_transform(won, 256)) == pytest.approx(choose_t(4, 0.5, "won").beta_normalized, rel=1e-4)
+    ident = _args(transform="identity", kl_target=0.2)
+    assert kl_winrate_curve(identity(), 4, [resolve_beta(ident, identity())])[0][0] == pytest.approx(0.2, rel=1e-3)
+    assert resolve_beta(_args(beta=0.05), transform) == 0.05 and _args().beta == "auto"
+    with pytest.raises(ValueError, match="transform raw"):
+        _args(transform="raw")
+
+
+def test_beta_auto_reaches_the_loss():
+    from alignkit.engine.run import build
+    from alignkit.trainers.ctrl import ctrl_loss
+
+    recipe = load_recipe("recipes/ctrl_tiny.yaml", ["method_args.beta=auto", "data.eval=[]", "method_args.sample_backend=hf"])
+    method = build(recipe, compute_signals=False).method
+    assert method.beta == pytest.approx(0.31, abs=0.01)
+    logp, ref = torch.tensor([-3.0, -2.0, -4.0, -1.0]), torch.tensor([-2.5, -2.5, -2.5, -2.5])
+    rewards = torch.tensor([[0.2, 0.9], [0.4, 0.1]])
+    out = {"sample_logps": logp, "transformed": rewards.reshape(-1), "group": torch.tensor([2, 2]), "raw": rewards.reshape(-1),
+           "calibrated": rewards.reshape(-1), "tokens": torch.ones(4), "entropy": torch.ones(4)}
+    loss, _ = method.loss(out, {"sample_logps": ref})
+    assert loss.item() == pytest.approx(ctrl_loss(logp, ref, rewards, method.beta)[0].mean().item())
+    assert loss.item() != pytest.approx(ctrl_loss(logp, ref, rewards, 0.05)[0].mean().item())
+
+
+def test_calibration_prompts_bound_the_train_prompts_and_prepare_prints_the_cost(tmp_path):
+    from alignkit.engine.run import build, prepare
+
+    recipe = ctrl_recipe(tmp_path, "data/gym/rm-s", "data.eval=[]", "method_args.calibration_prompts=3",
+                         "method_args.sample_backend=hf")
+    prep = build(recipe, compute_signals=False)
+    assert len({r.prompt for r in prep.records}) == 3  # of the file's 10
+    assert prep.records == build(recipe, compute_signals=False).records  # a seeded sample
+    out = prepare(recipe)
+    assert "calibration: 16 samples for each of 3 prompts = 48 completions of up to 24 tokens" in out
+
+
+def test_the_gpu_recipes_use_beta_auto_bounded_calibration_and_a_worst_of_n_recipe():
+    from alignkit.trainers.ctrl import Args
+
+    helpful = load_recipe("recipes/ctrl_hh_helpful.yaml", check_files=False)
+    harmless = load_recipe("recipes/ctrl_hh_harmless_won.yaml", check_files=False)
+    for recipe, transform in ((helpful, "bon"), (harmless, "won")):
+        args = Args.model_validate(recipe.method_args)
+        assert args.beta == "auto" and args.transform == transform and args.t == "auto"
+        assert args.calibration_samples * (args.calibration_prompts + recipe.data.eval[0].max_records) < 1_200_000
+    assert Args.model_validate(harmless.method_args).reward_options == {"trust_remote_code": True, "output": "rewards:10",
+                                                                         "max_batch_tokens": 32768}

@@ -276,3 +276,34 @@ def test_the_teacher_pair_check_runs_and_finds_the_gym_pairs_pull_toward_complia
     assert "12 unsafe prompts" in out and "| first response token |" in out
     floor = float(out.split("the refusal token at the floor at ")[1].split("%")[0])
     assert floor > 90  # the refusal's advantage is clipped to ~0 almost everywhere (what ADPA then learns from)
+
+
+def test_the_released_sft_stages_train_the_whole_conversation_with_the_header_only_template():
+    """Issue 29 row 7: the ADPA+ GPU recipe's SFT stages as released: loss on every token of the conversation (the
+    official SFTTrainer trains its rendered `text`), rendered by the header-only Llama-3 template."""
+    from types import SimpleNamespace
+
+    from alignkit.config import ModelSettings, load_staged
+    from alignkit.data.records import SFTExample
+    from alignkit.modeling.loading import load_tokenizer
+    from alignkit.trainers.sft import Args, Method
+
+    stages = {s.name: s.recipe for s in load_staged("recipes/adpa_plus_llama3_1b.yaml", check_files=False)}
+    for name in ("teacher_sft", "student_sft"):
+        assert stages[name].method_args["loss_on"] == "conversation" and stages[name].data.packing
+    template = stages["teacher_sft"].model.chat_template
+    assert template == stages["student_sft"].model.chat_template
+    tok = load_tokenizer(ModelSettings(path="data/gym/base-s", chat_template=template))
+    turns = [{"role": "user", "content": "Hi "}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "What is 2 plus 3?"}]
+    record = SFTExample(prompt=turns, completion="5.")
+    data = SimpleNamespace(template="chat", max_length=512, max_prompt_length=256, packing=False, share_prompts=False)
+    method = Method(Args(loss_on="conversation"), tok, data)
+    example = method.build_example(record)
+    expected = tok.bos_token + "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
+                                       for m in [*turns, {"role": "assistant", "content": "5."}])
+    assert example["prompt_ids"] == [] and example["completion_ids"] == tok(expected, add_special_tokens=False)["input_ids"]
+    batch = method.collate([example])
+    assert int(batch["loss_mask"].sum()) == len(example["completion_ids"])  # every token, the user turns included
+    # the default trains the last assistant turn only, after the rendered prompt
+    default = Method(Args(), tok, data).build_example(record)
+    assert default["prompt_ids"] and len(default["completion_ids"]) < len(example["completion_ids"]) // 4

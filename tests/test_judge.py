@@ -74,6 +74,27 @@ def test_lexical_judges_follow_the_spec():
         LexicalJudge("exact").judge([JudgeItem(question="q", answer="a")])
 
 
+def test_every_reference_judge_reads_the_answer_truncated_at_the_next_question_and_stripped():
+    """The official pipeline cuts each response at the first "\\nQ:" and strips it before every evaluator (lexical
+    and LLM judges alike): " Paris" is an exact match, and an LLM judge never sees the run-on continuation."""
+    from alignkit.judge.llm import ReferenceJudge
+
+    run_on = JudgeItem(question="Capital of France?", answer=" Paris\nQ: Capital of Italy?\nA: Rome", reference=["Paris"])
+    spaced = run_on.model_copy(update={"answer": "  Paris \n"})
+    assert [v.value for v in LexicalJudge("exact").judge([run_on, spaced])] == ["correct", "correct"]
+    assert LexicalJudge("exact").judge([run_on])[0].raw == ["Paris"]
+    assert LexicalJudge("exact", truncate="skip").judge([run_on])[0].value == "incorrect"  # stripped, not cut
+    seen = Scripted(lambda p: "correct")
+    ReferenceJudge(seen, cache=False, progress=False).judge([run_on, spaced])
+    # both answers read "Paris", so the two prompts are one, asked once
+    assert [prompt_field(p, "Model Response", "Evaluation") for p in seen.prompts] == ["Paris"]
+    whole = Scripted(lambda p: "correct")
+    ReferenceJudge(whole, truncation="skip", cache=False, progress=False).judge([run_on])
+    assert "Rome" in str(whole.prompts[0])
+    with pytest.raises(ValueError, match="unknown truncation"):
+        make_judge("exact", truncation="paragraph")
+
+
 # -- LLM judges over doubles -----------------------------------------------------------------------------
 
 

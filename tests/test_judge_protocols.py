@@ -143,34 +143,58 @@ def _verdicts():
     return human, verdicts, rows
 
 
-def test_low_confidence_separate_is_the_official_zero_code():
+def test_low_confidence_separate_codes_a_hedged_verdict_zero():
     human, verdicts, rows = _verdicts()
-    report = binary_report(verdicts, rows, "human_label", n_resamples=50)
-    assert report["conventions"] == {"low_confidence": "separate", "unparsed": "incorrect"}
+    report = binary_report(verdicts, rows, "human_label", n_resamples=50, low_confidence="separate")
+    assert report["conventions"] == {"low_confidence": "separate", "unparsed": "incorrect", "human_low_confidence": "separate"}
     assert (report["unparsed"], report["low_confidence"], report["no_verdict"], report["parse_rate"]) == (2, 2, 4, 0.8)
-    # Official coding: human ±1, judge ±1 and 0 for unparsed or hedged; κ as sklearn.cohen_kappa_score on those codes.
+    # the alternative coding: judge ±1 only when confident, 0 for unparsed or hedged
     code = {"correct": 1, "incorrect": -1}
     judge_codes = [code[v.value] if v.status == "ok" else 0 for v in verdicts]
     assert report["agreement"]["cohen_kappa"]["value"] == pytest.approx(cohen_kappa_score([code[h] for h in human], judge_codes))
     assert report["confusion"]["matrix"] == [[3, 0], [1, 2]]  # confident verdicts only
 
 
-def test_low_confidence_fold_takes_the_hedged_label():
+def test_by_default_a_hedged_verdict_keeps_its_label_as_the_official_code_codes_it():
+    """Official `collect_results`: a judge column is ±1 when the verdict parsed (hedged or not), 0 when it did not."""
     human, verdicts, rows = _verdicts()
-    report = binary_report(verdicts, rows, "human_label", n_resamples=50, low_confidence="fold")
-    assert report["no_verdict"] == 2
+    report = binary_report(verdicts, rows, "human_label", n_resamples=50)
+    assert report["conventions"]["low_confidence"] == "fold" and report["no_verdict"] == 2
     code = {"correct": 1, "incorrect": -1}
     judge_codes = [code[v.value] if v.parsed else 0 for v in verdicts]
     assert report["agreement"]["cohen_kappa"]["value"] == pytest.approx(cohen_kappa_score([code[h] for h in human], judge_codes))
-    assert report["confusion"]["matrix"] == [[4, 0], [2, 2]]  # the hedged "maybe correct"s are now "correct" verdicts
+    assert report["confusion"]["matrix"] == [[4, 0], [2, 2]]  # the hedged "maybe correct"s are "correct" verdicts
+
+
+def test_a_hedged_human_label_is_coded_zero_as_the_official_code_does():
+    """Official `collect_results`: a human column is 0 when the human was not confident; κ as sklearn's on the codes."""
+    human, verdicts, rows = _verdicts()
+    hedged = {0: "maybe correct", 3: "Maybe Incorrect", 8: "maybe incorrect"}
+    for i, label in hedged.items():
+        rows[i]["human_label"] = label
+    report = binary_report(verdicts, rows, "human_label", n_resamples=50)
+    assert report["human_low_confidence"] == 3
+    code = {"correct": 1, "incorrect": -1}
+    human_codes = [0 if i in hedged else code[h] for i, h in enumerate(human)]
+    judge_codes = [code[v.value] if v.parsed else 0 for v in verdicts]
+    assert report["agreement"]["cohen_kappa"]["value"] == pytest.approx(cohen_kappa_score(human_codes, judge_codes))
+    assert report["agreement"]["percent_agreement"]["value"] == pytest.approx(np.mean(np.equal(human_codes, judge_codes)))
+    # human accuracy counts a hedged label by its label (the official score adds the human's verdict)
+    assert report["per_model"]["a"]["human_accuracy"] == pytest.approx(3 / 5)
+    # the confusion matrix needs correct/incorrect on both sides: items 0, 3, 8 (hedged human) and 8, 9 (unparsed) are out
+    assert sum(map(sum, report["confusion"]["matrix"])) == 6
+    folded = binary_report(verdicts, rows, "human_label", n_resamples=50, human_low_confidence="fold")
+    folded_labels = [hedged[i].lower().removeprefix("maybe ") if i in hedged else h for i, h in enumerate(human)]
+    assert folded["agreement"]["cohen_kappa"]["value"] == pytest.approx(
+        cohen_kappa_score([code[h] for h in folded_labels], judge_codes))
 
 
 def test_unparsed_counted_as_incorrect_or_excluded_both_reported():
     human, verdicts, rows = _verdicts()
     for unparsed in ("incorrect", "exclude"):
-        r = binary_report(verdicts, rows, "human_label", n_resamples=50, unparsed=unparsed)
+        r = binary_report(verdicts, rows, "human_label", n_resamples=50, unparsed=unparsed, low_confidence="separate")
         a, b = r["per_model"]["a"], r["per_model"]["b"]
-        # model a: 5 confident verdicts, 4 say correct; model b: 1 confident "incorrect", 4 no verdict.
+        # hedged verdicts as no verdict: model a: 5 confident verdicts, 4 say correct; model b: 1 confident "incorrect", 4 no verdict.
         assert a["judge_accuracy_conventions"] == {"unparsed_incorrect": 0.8, "parsed_only": 0.8}
         assert b["judge_accuracy_conventions"] == {"unparsed_incorrect": 0.0, "parsed_only": 0.0}
         assert r["accuracy"]["unparsed_incorrect"]["value"] == pytest.approx(0.7)  # 5 right + the 2 no-verdicts on "incorrect" items
@@ -195,7 +219,11 @@ def test_conventions_reach_the_markdown_and_the_cli(tmp_path, capsys):
     assert "| accuracy (parsed only) (headline), n = 20 |" in md and "| accuracy (no verdict = incorrect), n = 30 |" in md
     assert "| gwet_ac1 |" in md and "parse rate: 0.667" in md
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["conventions"] == {"low_confidence": "fold", "unparsed": "exclude"}
+    assert report["conventions"] == {"low_confidence": "fold", "unparsed": "exclude", "human_low_confidence": "separate"}
+    assert main(["judge", "--data", str(data), "--judge", "field", "--field", "said", "--bootstrap", "50",
+                 "--out", str(tmp_path / "d")]) == 0
+    default = json.loads((tmp_path / "d" / "report.json").read_text())["conventions"]
+    assert default == {"low_confidence": "fold", "unparsed": "incorrect", "human_low_confidence": "separate"}
     with pytest.raises(SystemExit):  # argparse rejects an unknown convention (exit 2) before anything runs
         main(["judge", "--data", str(data), "--judge", "exact", "--unparsed", "drop", "--out", str(tmp_path / "o")])
 

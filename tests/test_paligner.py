@@ -172,3 +172,76 @@ def test_synthesis_on_the_gym_end_to_end_and_rewrite_cli(tmp_path, capsys):
     lines = [json.loads(line) for line in rewritten.read_text().splitlines()]
     assert [r["prompt"] for r in lines] == [r["raw_prompt"] for r in lines] and not any(r["parsed"] for r in lines)
     assert "3 kept their raw form" in capsys.readouterr().out
+
+
+# -- issue 29 row 9: the official operator prompts, decoding and seed data ----------------------------------------
+
+
+class Recording:
+    """A generation backend double that records prompts and sampling parameters and answers a fixed text."""
+
+    def __init__(self, text):
+        self.text, self.calls = text, []
+
+    def generate(self, prompts, params):
+        from alignkit.generation.base import Completion, GenerationResult
+
+        self.calls.append((list(prompts), params))
+        return [GenerationResult(p, [Completion(self.text, [], "stop")]) for p in prompts]
+
+
+def test_principle_directions_complete_the_official_by_sentence():
+    """Every direction is a gerund phrase with its own full stop, so "optimize this prompt by <direction>" reads as the
+    official rules do ("by making it ...", never "by make it ...", and no doubled full stop in the SinglePO prompt)."""
+    table = PrincipleTable()
+    for principle in table.by_name.values():
+        assert principle.description.split()[0].endswith("ing") and principle.description.endswith("."), principle
+        request = rewrite_request("What is 2 plus 3?", principle)[0]["content"]
+        assert request.endswith(f"\n\nYou should optimize this prompt by {principle.description}") and not request.endswith("..")
+
+
+def test_the_official_rules_file_loads_as_it_is(tmp_path):
+    official = {"Helpfulness": [{"name": "Clarification Request", "content": "making it more clear and instructive."}],
+                "Math": [{"name": "Hint Addition", "content": "introducing hints."}]}
+    path = tmp_path / "rule_P-Aligner.json"
+    path.write_text(json.dumps(official))
+    table = PrincipleTable.load(path)
+    assert table.by_name["Hint Addition"].description == "introducing hints."
+
+
+def test_operator_prompt_keeps_the_official_line_breaks_and_decoding():
+    from alignkit.paligner.rewrite import ModelRewriter
+
+    principle = PrincipleTable().by_name["Tone Improvement"]
+    gen = Recording("Could you please tell me what 2 plus 3 is?")
+    assert ModelRewriter(gen).rewrite([("wat 2 plus 3", principle)]) == ["Could you please tell me what 2 plus 3 is?"]
+    (prompts, params), = gen.calls
+    system, user = prompts[0]
+    assert system == {"role": "system", "content": "You are an assistant who helps optimize user queries."}
+    assert user["content"] == (f"The user query to be paraphrased is [wat 2 plus 3]. \nYou should optimize this query by "
+                               f"{principle.description}. \nYou should also return the optimized version directly, without any prefix.")
+    assert (params.temperature, params.max_tokens) == (1.0, 4096)  # the official GPT-4 call leaves the API default
+    single = Recording(rewrite_answer("What is 2 plus 3?"))
+    assert ModelRewriter(single, style="singlepo").rewrite([("wat 2 plus 3", principle)]) == ["What is 2 plus 3?"]
+    assert (single.calls[0][1].temperature, single.calls[0][1].max_tokens) == (0.0, 4096)  # greedy, as the official local operator
+    greedy = Recording("x")
+    ModelRewriter(greedy, temperature=0.0, max_tokens=64).rewrite([("q", principle)])
+    assert (greedy.calls[0][1].temperature, greedy.calls[0][1].max_tokens) == (0.0, 64)
+
+
+def test_released_seed_rows_are_read_as_the_official_loader_reads_them(tmp_path):
+    from alignkit.paligner.synthesis import SynthesisConfig, read_seeds
+
+    seeds = tmp_path / "seeds.jsonl"
+    rows = [{"context": [{"role": "user", "content": "Solve 2x = 6."}], "category": "Math", "meta": {}},
+            {"context": [{"role": "user", "content": "Write a haiku."}], "category": "Creative Writing", "meta": {}}]
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = SynthesisConfig(seeds=str(seeds), seeds_format="ultraprompt", domain_field="category", rewriter={"kind": "gym"},
+                             downstream={"model": "x"}, scorer={"kind": "gold"}, output_dir=str(tmp_path / "o"))
+    prompts, domains = read_seeds(config)
+    assert prompts == ["Solve 2x = 6.", "Write a haiku."] and domains == ["Math", "Creative Writing"]
+    table = PrincipleTable()
+    assert len(table.actions(domains[0])) == 5 and len(table.actions(domains[1])) == 3  # another category: Helpfulness only
+    seeds.write_text(json.dumps({"prompt": "no context"}) + "\n")
+    with pytest.raises(ValueError, match="seeds.jsonl:1: field 'context'"):
+        read_seeds(config)

@@ -325,3 +325,24 @@ def test_position_kl_and_summary_on_hand_made_data():
     assert report.buckets["t=2-3"].fractions == pytest.approx({UNSHIFTED: 0.5, MARGINAL: 0.25, SHIFTED: 0.25})
     assert report.shifted_tokens == [(4, 2)] and report.marginal_tokens == [(1, 1)] and report.token_counts[0] == 3
     assert report.overall.mean_rank == pytest.approx((1 + 4 + 2 + 4 + 1 + 1) / 6)
+
+
+def test_the_documented_paper_decoding_command_runs(tmp_path):
+    """docs/generation.md's "paper's decoding" command: greedy, repetition penalty 1.1 and 2048 new tokens as the
+    official runs; run here as written, on the gym base model with a short length for time."""
+    import re
+    import shlex
+
+    from alignkit.cli import main
+
+    text = open("docs/generation.md").read()
+    command = re.search(r"alignkit generate --model BASE --prompts prompts\.jsonl --urial --temperature 0.*?--out \S+",
+                        text.replace("\\\n", " "), re.S).group(0)
+    args = shlex.split(command)[1:]
+    flags = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
+    assert (flags["--temperature"], flags["--repetition-penalty"], flags["--max-tokens"]) == ("0", "1.1", "2048")
+    out = tmp_path / "urial.jsonl"
+    args = [a.replace("BASE", GYM).replace("prompts.jsonl", "data/gym/heldout_prompts.jsonl").replace("runs/urial.jsonl", str(out))
+            for a in args]
+    assert main([*args, "--limit", "1", "--backend", "hf", "--max-tokens", "12"]) == 0
+    assert len(out.read_text().splitlines()) == 1

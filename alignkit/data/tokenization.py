@@ -27,7 +27,7 @@ import functools
 from typing import Any, Sequence
 
 from alignkit.data.records import Prompt
-from alignkit.data.templates import render_prompt, static_prefix
+from alignkit.data.templates import as_messages, render_prompt, static_prefix
 
 
 def truncate_prompt(ids: Sequence[int], max_prompt_length: int | None, keep: int = 0) -> list[int]:
@@ -162,6 +162,23 @@ class PromptCompletionTokenizer:
         eos = self.tokenizer.eos_token_id
         return (head, *(self.truncate_completion(ids + [eos], budget) for ids in completion_ids))
 
+    def encode_conversation(self, prompt: Prompt, completion: str) -> list[int]:
+        """Token ids of the whole conversation, the prompt's turns and the completion as the last assistant turn,
+        for training on every token (the released ADPA recipes' SFT): with the `chat` template the conversation
+        rendered by the chat template as it stands (its own BOS and turn ends, no special tokens added, as TRL's
+        SFTTrainer with `add_special_tokens: false`); with any other template the rendered prompt, the completion
+        and EOS. Right-truncated to max_length (counted in `stats`)."""
+        if self.template == "chat":
+            messages = as_messages(prompt) + [{"role": "assistant", "content": completion}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.text_ids(render_prompt(prompt, self.template, self.tokenizer) + completion) + [self.tokenizer.eos_token_id]
+        if len(ids) > self.max_length:
+            self.stats["conversation_truncated"] += 1
+            ids = ids[: self.max_length]
+        return ids
+
     def report(self) -> str:
         """One line on what tokenisation changed (empty when nothing was truncated or merged)."""
         parts = []
@@ -169,6 +186,8 @@ class PromptCompletionTokenizer:
             parts.append(f"{self.stats['prompt_truncated']} prompts left-truncated to max_prompt_length={self.max_prompt_length}")
         if self.stats["completion_truncated"]:
             parts.append(f"{self.stats['completion_truncated']} completions right-truncated to fit max_length={self.max_length}")
+        if self.stats["conversation_truncated"]:
+            parts.append(f"{self.stats['conversation_truncated']} conversations right-truncated to max_length={self.max_length}")
         if self.stats["boundary_merged"]:
             parts.append(f"{self.stats['boundary_merged']} prompts whose last token the tokenizer merged with the "
                          "completion (boundary moved left, TRL's rule)")

@@ -85,7 +85,8 @@ def reference_samples(prep: Any) -> ReferenceSamples:
 def scorer_spec(recipe: Any) -> ScorerSpec:
     """The eval section's scorer as a `ScorerSpec` (the same identity caches the reference scores)."""
     settings = recipe.eval
-    return ScorerSpec(settings.scorer, settings.scorer_model, settings.scorer_template or recipe.data.template)
+    return ScorerSpec(settings.scorer, settings.scorer_model, settings.scorer_template or recipe.data.template,
+                      tuple(sorted(settings.scorer_options.items())))
 
 
 class GenerationEvalCallback(TrainerCallback):
@@ -98,7 +99,7 @@ class GenerationEvalCallback(TrainerCallback):
 
         self.trainer, self.settings, self.reference = trainer, recipe.eval, reference
         spec = scorer_spec(recipe)
-        self.scorer = make_scorer(spec.kind, spec.path, spec.template)
+        self.scorer = make_scorer(spec.kind, spec.path, spec.template, **dict(spec.options))
         backend = self.settings.backend if self.settings.backend != "auto" else choose_backend(recipe.model.path)
         self.sampler = PolicySampler(recipe.model, trainer.processing_class, recipe.data.template, backend,
                                      recipe.data.max_prompt_length, self.settings.engine_args)

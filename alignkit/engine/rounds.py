@@ -11,7 +11,7 @@ online:
   prompts_per_round: 80                # a fresh slice of the (seeded) shuffled prompts each round
   samples_per_prompt: 2
   sampling: {temperature: 1.0, max_tokens: 48}
-  judge: {kind: gold}                  # gold (the gym), or critic with a model folder or endpoint URL
+  judge: {kind: gold}                  # gold (the gym), or {kind: critic, model: FOLDER_OR_URL[, template: critic_cut]}
   output_dir: runs/cut_online_tiny
 ```
 
@@ -45,9 +45,12 @@ class JudgeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["gold", "critic"] = Field(description="gold: the gym's gold judgment; critic: a model that writes judgments")
     model: str | None = Field(None, description="critic model folder, or an OpenAI-compatible endpoint URL")
-    template: str | None = Field(None, description="critic prompt template (default: the built-in critic template)")
-    backend: str = "auto"
-    max_tokens: int = Field(64, ge=1)
+    template: str | None = Field(None, description="critic prompt template: a built-in name (critic: the gym critic's; "
+                                 "critic_cut: the CUT paper's, 'perfect' when nothing is wrong) or a file; default critic")
+    backend: str = Field("auto", description="backend for a local critic model: auto, hf or vllm")
+    max_tokens: int = Field(64, ge=1, description="the critic's decoding length (greedy)")
+    model_name: str | None = Field(None, description="the served model name at an endpoint (default: the server's)")
+    api_key: str | None = Field(None, description="the endpoint's API key")
 
 
 class OnlineSettings(BaseModel):
@@ -124,14 +127,16 @@ def round_prompts(settings: OnlineSettings) -> list[list[Any]]:
 
 
 def make_judge(settings: JudgeSettings) -> Any:
-    """A `critique(prompts, responses) -> [(positive, judgment)]` object for the settings."""
+    """A `critique(prompts, responses) -> [(positive, judgment)]` object for the settings: the gym's gold critic,
+    or an LLM critic (`alignkit.judge.critic.make_critic`) on a model folder or an OpenAI-compatible endpoint."""
     if settings.kind == "gold":
         from alignkit.scoring.gold import GoldCritic
 
         return GoldCritic()
     from alignkit.judge.critic import make_critic
 
-    return make_critic(settings.model, template=settings.template, backend=settings.backend, max_tokens=settings.max_tokens)
+    return make_critic(settings.model, template=settings.template, backend=settings.backend, max_tokens=settings.max_tokens,
+                       api_key=settings.api_key, model_name=settings.model_name)
 
 
 def judged_round(settings: OnlineSettings, model: str, prompts: list[Any], round_index: int, method: Any,
@@ -149,9 +154,14 @@ def judged_round(settings: OnlineSettings, model: str, prompts: list[Any], round
     empty = sum(1 for _, r in pairs if not r.strip())
     pairs = [(p, r) for p, r in pairs if r.strip()]  # an empty response cannot be a training record; counted
     verdicts = judge.critique([p for p, _ in pairs], [r for _, r in pairs])
-    records = [method.record_from_judgment(p, r, positive, judgment) for (p, r), (positive, judgment) in zip(pairs, verdicts)]
-    positives = sum(1 for positive, _ in verdicts if positive)
-    return records, {"samples": len(pairs), "positive": positives / max(len(pairs), 1), "empty_skipped": empty}
+    if len(verdicts) != len(pairs):
+        raise RuntimeError(f"the judge returned {len(verdicts)} verdicts for {len(pairs)} responses")
+    # A critic that wrote nothing (not positive, no judgment) gives no training signal: counted and left out.
+    judged = [(pair, v) for pair, v in zip(pairs, verdicts) if v[0] or v[1]]
+    records = [method.record_from_judgment(p, r, positive, judgment) for (p, r), (positive, judgment) in judged]
+    positives = sum(1 for _, (positive, _) in judged if positive)
+    return records, {"samples": len(judged), "positive": positives / max(len(judged), 1), "empty_skipped": empty,
+                     "unjudged_skipped": len(pairs) - len(judged)}
 
 
 def run_rounds(path: str | Path, overrides: list[str] | None = None, train_round: Any = None) -> list[dict[str, Any]]:
@@ -188,8 +198,8 @@ def run_rounds(path: str | Path, overrides: list[str] | None = None, train_round
                 records, stats = judged_round(settings, model, prompts, r, method, judge, recipe)
                 write_jsonl(data, records)
                 (folder / "judged_stats.json").write_text(json.dumps(stats))
-                log.info("round %d/%d: %d judged samples (%.0f%% judged fine) -> %s", r + 1, settings.rounds,
-                         stats["samples"], 100 * stats["positive"], data)
+                log.info("round %d/%d: %d judged samples (%.0f%% judged fine; %d without a judgment left out) -> %s",
+                         r + 1, settings.rounds, stats["samples"], 100 * stats["positive"], stats["unjudged_skipped"], data)
             log.info("round %d/%d: %s", r + 1, settings.rounds, "resuming" if status == "interrupted" else "training")
             (train_round or _train_in_process)(recipe, status == "interrupted")
             mark_stage_complete(stage)

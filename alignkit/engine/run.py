@@ -188,12 +188,13 @@ def training_arguments(recipe: Recipe) -> Any:
 def live_references(prep: Prepared) -> list[Any]:
     """The frozen models of the `SequenceLogps` signals computed live (route model), or the adapter route."""
     from alignkit.engine.trainer import LiveReference
-    from alignkit.modeling.loading import load_causal_lm
+    from alignkit.modeling.loading import load_causal_lm, placed_settings
 
     live = []
     for signal in prep.signals:
         if isinstance(signal, SequenceLogps) and signal.route != "precompute":
-            model = load_causal_lm(signal.model, trainable=False) if signal.route == "model" else None
+            # the frozen-model dtype rule; accelerate places it with the policy (sharded under ZeRO-3)
+            model = load_causal_lm(placed_settings(signal.model), trainable=False) if signal.route == "model" else None
             live.append(LiveReference(signal.keys, model))
     return live
 

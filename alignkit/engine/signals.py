@@ -140,10 +140,13 @@ def compute_samples(signal: Samples, records: Sequence[Any], recipe: Any, report
     options = dict(signal.engine_args)
     args = (signal.model, rows, signal.params, signal.backend, template)
     kwargs = {"max_prompt_length": recipe.data.max_prompt_length}
+    total = signal.params.n * len(rows)
+    what = (f"{signal.name}: {signal.params.n} samples for each of {len(rows)} prompts = {total:,} completions of up to "
+            f"{signal.params.max_tokens} tokens from {_describe(signal.model)} ({signal.role})")
+    log.info("signals: %s: sampling unless cached", what)  # the cost, before it is paid
     t0 = time.perf_counter()
     result, computed = main_process_first(lambda: rollouts(*args, load_only=True, **kwargs),
                                           lambda: rollouts(*args, **kwargs, **options))
-    what = f"{signal.name}: {signal.params.n} samples for each of {len(rows)} prompts from {_describe(signal.model)} ({signal.role})"
     report.add(f"{what}: {'computed in %.1fs' % (time.perf_counter() - t0) if computed else 'reused from the rollout cache'}")
     return {prompt_key(row["prompt"]): row["completions"] for row in result}
 
@@ -221,13 +224,10 @@ def examples_digest(examples: Sequence[dict[str, Any]]) -> str:
 
 
 def _load_frozen(settings: ModelSettings) -> Any:
-    from alignkit.modeling.loading import load_causal_lm
+    """A reference or teacher for precomputing, placed by the frozen-model rule (`modeling.loading.load_frozen`)."""
+    from alignkit.modeling.loading import load_frozen
 
-    return load_causal_lm(settings, trainable=False)
-
-
-def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return load_frozen(settings)
 
 
 @torch.no_grad()
@@ -251,11 +251,11 @@ def sequence_values(model: Any, examples: Sequence[dict[str, Any]], method: Any,
 def compute_sequence_logps(signal: SequenceLogps, method: Any, examples: list[dict[str, Any]], batch_size: int,
                            report: SignalReport) -> None:
     """Attach `ref_<key>` to every example, computing and caching the values on a miss."""
-    from alignkit.modeling.loading import model_fingerprint
+    from alignkit.modeling.loading import model_fingerprint, placed_settings
 
     if not examples:
         return
-    key = content_key("sequence", SCORING_VERSION, model_fingerprint(signal.model), type(method).__module__, list(signal.keys),
+    key = content_key("sequence", SCORING_VERSION, model_fingerprint(placed_settings(signal.model)), type(method).__module__, list(signal.keys),
                       list(signal.options), examples_digest(examples))
     path = cache_dir() / "signals" / "sequence" / f"{key}.pt"
 
@@ -273,7 +273,7 @@ def compute_sequence_logps(signal: SequenceLogps, method: Any, examples: list[di
         return values
 
     def compute() -> dict[str, torch.Tensor]:
-        model = _load_frozen(signal.model).to(_device())
+        model = _load_frozen(signal.model)
         values = sequence_values(model, examples, method, signal.keys, batch_size, desc=f"{signal.role} log-probs")
         with atomic_path(path) as tmp:
             torch.save(values, tmp)
@@ -386,7 +386,7 @@ def _fill_topk(model: Any, rows: list[tuple[list[int], list[int]]], signal: Toke
 def compute_token_topk(signal: TokenTopK, method: Any, examples: list[dict[str, Any]], batch_size: int,
                        report: SignalReport) -> TopKStore:
     """The signal's store over `examples` (train then eval, indexed by `example_index`), computed on a miss."""
-    from alignkit.modeling.loading import model_fingerprint
+    from alignkit.modeling.loading import model_fingerprint, placed_settings
 
     rows = _topk_sequences(method, examples, signal.completions)
     lengths = np.asarray([scored_count(p, c) for p, c in rows], dtype=np.int64)
@@ -396,7 +396,7 @@ def compute_token_topk(signal: TokenTopK, method: Any, examples: list[dict[str, 
     other = method.signal_values.get(signal.gather_from) if signal.gather_from else None
     if signal.gather_from and not isinstance(other, TopKStore):
         raise ValueError(f"TokenTopK {signal.name!r}: gather_from={signal.gather_from!r} must name an earlier TokenTopK signal")
-    key = content_key("topk", SCORING_VERSION, model_fingerprint(signal.model), signal.k, digest,
+    key = content_key("topk", SCORING_VERSION, model_fingerprint(placed_settings(signal.model)), signal.k, digest,
                       other.meta["key"] if other is not None else None)
     folder = cache_dir() / "signals" / "topk" / key
 
@@ -412,7 +412,7 @@ def compute_token_topk(signal: TokenTopK, method: Any, examples: list[dict[str, 
             return None
 
     def compute() -> TopKStore:
-        model = _load_frozen(signal.model).to(_device())
+        model = _load_frozen(signal.model)
         vocab = model.get_output_embeddings().weight.shape[0]
         width = signal.k or vocab
         with atomic_path(folder, directory=True) as tmp:

@@ -46,7 +46,8 @@ def load_generator(model: Any, backend: str = "auto", template: str = "chat", **
     """A `Generator` for `model`: a model folder, `tiny:<size>` or `ModelSettings` (hf/vllm), or an endpoint
     URL (openai).
 
-    `options` go to the backend: `batch_size`/`dtype` (hf), engine arguments (vllm), `model_name`,
+    `options` go to the backend: `batch_size`/`dtype`/`device` (hf; placed by the frozen-model rule of
+    `alignkit.modeling.loading.load_frozen`), engine arguments (vllm), `model_name`,
     `api_key`, `concurrency`, `timeout`, `max_retries` (openai).
     """
     if backend not in BACKENDS:

@@ -39,14 +39,18 @@ class HFGenerator:
         self.cancel_event: threading.Event | None = None  # set it to stop a generation in progress (GenerationError)
 
     @classmethod
-    def from_pretrained(cls, path: Any, template: str = "chat", batch_size: int = 32, dtype: str = "float32",
-                        max_prompt_length: int | None = None) -> "HFGenerator":
-        """Load a model folder, `tiny:<size>` or `ModelSettings` (quantization, attention...) for generation."""
+    def from_pretrained(cls, path: Any, template: str = "chat", batch_size: int = 32, dtype: str = "auto",
+                        max_prompt_length: int | None = None, device: str | None = None) -> "HFGenerator":
+        """Load a model folder, `tiny:<size>` or `ModelSettings` (quantization, attention...) for generation, placed
+        by the frozen-model rule (`alignkit.modeling.loading.load_frozen`): the process's accelerator (or `device`),
+        the settings' dtype (`auto`: bf16 on a GPU, fp32 on the CPU)."""
         from alignkit.config import ModelSettings
-        from alignkit.modeling.loading import load_causal_lm, load_tokenizer
+        from alignkit.modeling.loading import load_frozen, load_tokenizer
 
         settings = path if isinstance(path, ModelSettings) else ModelSettings(path=path, dtype=dtype)
-        return cls(load_causal_lm(settings, trainable=False), load_tokenizer(settings), template, batch_size, max_prompt_length)
+        if device is not None:
+            settings = settings.model_copy(update={"device": device})
+        return cls(load_frozen(settings), load_tokenizer(settings), template, batch_size, max_prompt_length)
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a rendered prompt, left-truncated as in training (`alignkit.data.tokenization`)."""

@@ -5,8 +5,9 @@
 - `normalized-exact` (the "eleutherai" variant): truncate at the first newline, "." or ",", strip
   punctuation and the articles a/an/the, collapse whitespace, lower-case, then compare exactly.
 
-Every judge first applies the truncation hook (default: cut the response at the first "\\nQ:", as the
-paper does for few-shot exam-takers). Lexical verdicts always parse.
+Every judge first truncates and strips the response (`alignkit.judge.truncation`; default: cut at the
+first "\\nQ:" and strip, as the official pipeline does before every evaluator), or applies a callable
+`truncate`. Lexical verdicts always parse.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import string
 from typing import Callable, Sequence
 
 from alignkit.data.records import JudgeItem
+from alignkit.judge.truncation import DEFAULT_TRUNCATION, truncate_response
 from alignkit.judge.verdict import CORRECT, INCORRECT, Verdict
 
 
 def truncate_at_next_question(response: str) -> str:
-    """Cut a response at the first "\\nQ:" (a few-shot exam-taker continuing with the next question)."""
-    return response.split("\nQ:", 1)[0]
+    """Cut a response at the first "\\nQ:" and strip it (a few-shot exam-taker continuing with the next question)."""
+    return truncate_response(response, "newlinequestion")
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
@@ -48,11 +50,16 @@ class LexicalJudge:
 
     KINDS = ("exact", "contains", "normalized-exact")
 
-    def __init__(self, kind: str = "contains", truncate: Callable[[str], str] | None = truncate_at_next_question) -> None:
+    def __init__(self, kind: str = "contains", truncate: str | Callable[[str], str] | None = DEFAULT_TRUNCATION) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"unknown lexical judge {kind!r}; known: {', '.join(self.KINDS)}")
         self.kind = kind
-        self.truncate = truncate or (lambda s: s)
+        if isinstance(truncate, str):
+            preset = truncate
+            self.truncate: Callable[[str], str] = lambda s: truncate_response(s, preset)
+            truncate_response("", preset)  # an unknown preset fails here
+        else:
+            self.truncate = truncate or (lambda s: s)
         self.name = kind
 
     def _match(self, response: str, refs: Sequence[str]) -> bool:

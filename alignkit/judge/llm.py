@@ -163,26 +163,36 @@ def _references_text(item: JudgeItem) -> str:
     return refs if isinstance(refs, str) else "\n".join(refs)
 
 
-def reference_prompt(template: str, item: JudgeItem) -> str:
-    """The prompt a reference judge sends for `item`: the template text filled with its question, references and answer."""
-    return template.format(question=item.question, references=_references_text(item), response=item.answer)
+def reference_prompt(template: str, item: JudgeItem, truncation: str | None = None) -> str:
+    """The prompt a reference judge sends for `item`: the template text filled with its question, references and
+    answer; with `truncation` (a preset of `alignkit.judge.truncation`) the answer is truncated and stripped first."""
+    from alignkit.judge.truncation import truncate_response
+
+    answer = item.answer if truncation is None else truncate_response(item.answer, truncation)
+    return template.format(question=item.question, references=_references_text(item), response=answer)
 
 
 class ReferenceJudge(LLMJudge):
     """Correct/incorrect against reference answer(s) (Judging the Judges). The default template is the
     paper's final one, guidelines with examples; a template asking for <evaluation> tags is parsed from
-    the tags and gets 256 new tokens for its reasoning."""
+    the tags and gets 256 new tokens for its reasoning. The judge reads each answer as the official pipeline
+    hands it to every evaluator: cut at the first "\\nQ:" and stripped (`truncation`, a preset of
+    `alignkit.judge.truncation`; "skip" only strips)."""
 
     kind = "reference"
 
-    def __init__(self, generator: Generator, template: str | None = None, **options: Any) -> None:
+    def __init__(self, generator: Generator, template: str | None = None, truncation: str = "newlinequestion",
+                 **options: Any) -> None:
+        from alignkit.judge.truncation import check_truncation
+
         super().__init__(generator, template, **options)
+        self.truncation = check_truncation(truncation)
         self.tagged = "<evaluation>" in self.template
         if self.tagged and "max_tokens" not in options:
             self.max_tokens = 256
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        prompts = [reference_prompt(self.template, it) for it in items]
+        prompts = [reference_prompt(self.template, it, self.truncation) for it in items]
         parse = parse_tagged_binary if self.tagged else parse_binary
         return [parse(out) for out in self.ask(prompts)]
 

@@ -1,11 +1,14 @@
 """The judge report: per-model scores, agreement with human labels (with bootstrap CIs), parse failures,
 position-bias inconsistency, ranking correlation; as a dict (JSON), Markdown, and a confusion-matrix PNG.
 
-Binary (reference) verdicts are compared with human labels over the items that have one. A verdict
-without a label (unparsed; and hedged, "maybe correct", unless `low_confidence="fold"`) is `NO_VERDICT`:
-its own label in the agreement statistics (a judge that fails to answer does not agree), left out of the
-confusion matrix, precision/recall and leniency, which need a correct/incorrect verdict, and in judge
-accuracy counted as "incorrect" (the official convention) or excluded; both accuracies are reported.
+Binary (reference) verdicts are compared with human labels over the items that have one, coded as the
+official Judging the Judges code codes them (`llm_eval/analysis/import_data.py::collect_results`): a judge
+verdict is ±1 when it parsed, hedged ("maybe correct") or not, and 0 (`NO_VERDICT`) when it did not; a human
+label is ±1, and 0 when the human was not confident ("maybe correct"). `low_confidence="separate"` (judge)
+and `human_low_confidence="fold"` (human) are the other conventions. `NO_VERDICT` is a label of its own in the
+agreement statistics (so Cohen's κ equals scikit-learn's on the ±1/0 codes), is left out of the confusion
+matrix, precision/recall and leniency, which need correct/incorrect on both sides, and in judge accuracy
+counts as "incorrect" (the official convention) or is excluded; both accuracies are reported.
 Gwet's AC1 sits beside κ and π, and the ranking of models comes with its stability over model subsets.
 """
 
@@ -23,18 +26,28 @@ from alignkit.judge.winrate import alpaca_win_rate, length_controlled_win_rate, 
 
 _TRUE = {"correct", "true", "yes", "1", "+1", "1.0"}
 _FALSE = {"incorrect", "false", "no", "0", "-1", "0.0", "-1.0"}
+_HEDGED = {"maybe correct": CORRECT, "maybe incorrect": INCORRECT}  # a human's low-confidence labels
+
+
+def human_label(value: Any) -> tuple[str | None, bool]:
+    """(label, confident) of a human label: "correct"/"incorrect" (None when missing), and False for a hedged,
+    low-confidence label ("maybe correct", "maybe incorrect"); raises on anything else."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, True
+    key = " ".join(str(value).strip().lower().split())
+    if key in _HEDGED:
+        return _HEDGED[key], False
+    if key in _TRUE:
+        return CORRECT, True
+    if key in _FALSE:
+        return INCORRECT, True
+    raise ValueError(f"human label {value!r} is not a correct/incorrect label (correct/incorrect, true/false, 1/0/-1, "
+                     "maybe correct/maybe incorrect)")
 
 
 def binary_label(value: Any) -> str | None:
-    """A human label as "correct"/"incorrect" (None when missing); raises on anything else."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    key = str(value).strip().lower()
-    if key in _TRUE:
-        return CORRECT
-    if key in _FALSE:
-        return INCORRECT
-    raise ValueError(f"human label {value!r} is not a correct/incorrect label (correct/incorrect, true/false, 1/0/-1)")
+    """A human label as "correct"/"incorrect" (None when missing; a hedged one as its label); raises on anything else."""
+    return human_label(value)[0]
 
 
 def pairwise_label(value: Any) -> float | None:
@@ -55,7 +68,7 @@ def pairwise_label(value: Any) -> float | None:
     return number - 1
 
 
-BINARY_LABELS = "correct/incorrect, true/false, yes/no, 1/0 (or -1 for incorrect)"
+BINARY_LABELS = "correct/incorrect, true/false, yes/no, 1/0 (or -1 for incorrect), maybe correct/maybe incorrect (low confidence)"
 PAIRWISE_LABELS = "A/B/tie (also candidate/baseline, win/loss, draw) or an AlpacaEval preference in [1, 2]"
 
 
@@ -145,9 +158,10 @@ LOW_CONFIDENCE = ("separate", "fold")
 UNPARSED = ("incorrect", "exclude")
 
 
-def verdict_label(verdict: Verdict, low_confidence: str = "separate") -> str:
+def verdict_label(verdict: Verdict, low_confidence: str = "fold") -> str:
     """The label a binary verdict brings to the statistics: "correct", "incorrect", or `NO_VERDICT` for an
-    unparsed one and, with `low_confidence="separate"`, a hedged one ("maybe correct")."""
+    unparsed one and, with `low_confidence="separate"`, a hedged one ("maybe correct"). The default, "fold", is
+    the official code's: a parsed verdict keeps its label, hedged or not."""
     if low_confidence not in LOW_CONFIDENCE:
         raise ValueError(f"low_confidence must be one of {', '.join(LOW_CONFIDENCE)}, got {low_confidence!r}")
     if not verdict.parsed or (verdict.status == "low_confidence" and low_confidence == "separate"):
@@ -163,12 +177,17 @@ def _share_correct(labels: Sequence[str], unparsed: str) -> float | None:
 
 def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], human_field: str | None,
                   group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0,
-                  low_confidence: str = "separate", unparsed: str = "incorrect", ranking_threshold: float = 0.9) -> dict[str, Any]:
+                  low_confidence: str = "fold", unparsed: str = "incorrect", ranking_threshold: float = 0.9,
+                  human_low_confidence: str = "separate") -> dict[str, Any]:
     """Report for correct/incorrect verdicts.
 
-    `low_confidence`: "separate" (default; the official Judging the Judges code codes a hedged verdict 0,
-    like an unparsed one) makes a "maybe correct" a `NO_VERDICT`; "fold" takes its hedged label.
-    `unparsed`: how a `NO_VERDICT` enters judge accuracy (the judge-assigned score of each model and the
+    The defaults code verdicts and labels as the official Judging the Judges code does (module docstring).
+    `low_confidence`: "fold" (default; official: a parsed judge verdict is ±1, hedged or not) takes a "maybe
+    correct" verdict's label; "separate" makes it a `NO_VERDICT`, like an unparsed one.
+    `human_low_confidence`: "separate" (default; official: a human who was not confident is coded 0) makes a
+    human "maybe correct" label a `NO_VERDICT` in the agreement statistics; "fold" takes its label. Human
+    accuracy counts a hedged human label by its label either way (the official score adds the human's verdict).
+    `unparsed`: how a judge's `NO_VERDICT` enters judge accuracy (the judge-assigned score of each model and the
     judge's accuracy against human labels): "incorrect" (default; the official code's `_parse_eval`
     returns False) or "exclude". Both conventions are always reported; the option picks the headline
     `judge_accuracy`, which the score delta and the ranking use. In the chance-corrected statistics
@@ -176,12 +195,19 @@ def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], h
     """
     if unparsed not in UNPARSED:
         raise ValueError(f"unparsed must be one of {', '.join(UNPARSED)}, got {unparsed!r}")
+    if human_low_confidence not in LOW_CONFIDENCE:
+        raise ValueError(f"human_low_confidence must be one of {', '.join(LOW_CONFIDENCE)}, got {human_low_confidence!r}")
     groups = _groups(rows, group_field)
     judge = [verdict_label(v, low_confidence) for v in verdicts]
-    human = [binary_label(r.get(human_field)) for r in rows] if human_field else [None] * len(rows)
+    labelled = [human_label(r.get(human_field)) for r in rows] if human_field else [(None, True)] * len(rows)
+    human_scores = [label for label, _ in labelled]  # a hedged human label counts by its label in human accuracy
+    human = [NO_VERDICT if label is not None and not sure and human_low_confidence == "separate" else label
+             for label, sure in labelled]
     report: dict[str, Any] = {"kind": "binary", "n": len(verdicts), **_parse_counts(verdicts, rows),
                               "no_verdict": judge.count(NO_VERDICT), "parse_rate": sum(v.parsed for v in verdicts) / len(verdicts),
-                              "conventions": {"low_confidence": low_confidence, "unparsed": unparsed}}
+                              "human_low_confidence": sum(1 for label, sure in labelled if label is not None and not sure),
+                              "conventions": {"low_confidence": low_confidence, "unparsed": unparsed,
+                                              "human_low_confidence": human_low_confidence}}
     per_model: dict[str, dict[str, Any]] = {}
     for g in sorted(set(groups)):
         idx = [i for i, x in enumerate(groups) if x == g]
@@ -189,9 +215,9 @@ def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], h
         both = {"unparsed_incorrect": _share_correct(labels, "incorrect"), "parsed_only": _share_correct(labels, "exclude")}
         entry: dict[str, Any] = {"n": len(idx), "judge_accuracy": both["unparsed_incorrect" if unparsed == "incorrect" else "parsed_only"],
                                  "judge_accuracy_conventions": both, "no_verdict": labels.count(NO_VERDICT)}
-        labelled = [human[i] for i in idx if human[i] is not None]
-        if labelled:
-            entry["human_accuracy"] = sum(h == CORRECT for h in labelled) / len(labelled)
+        scored = [human_scores[i] for i in idx if human_scores[i] is not None]
+        if scored:
+            entry["human_accuracy"] = sum(h == CORRECT for h in scored) / len(scored)
             if entry["judge_accuracy"] is not None:
                 entry["score_delta"] = entry["judge_accuracy"] - entry["human_accuracy"]
             pairs = [(human[i], judge[i]) for i in idx if human[i] is not None]
@@ -214,18 +240,21 @@ def binary_report(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]], h
     report["agreement"] = {name: _with_ci(fn, h, j, n_resamples=n_resamples, seed=seed) for name, fn in stats.items()}
     report["agreement"]["n"] = len(h)
     ok = j != NO_VERDICT
+    sure = h != NO_VERDICT  # the judge's accuracy is measured against confident human labels
     as_incorrect = np.where(ok, j, INCORRECT)
+    both = ok & sure  # correct/incorrect on both sides
     report["accuracy"] = {
         "headline": "unparsed_incorrect" if unparsed == "incorrect" else "parsed_only",
-        "unparsed_incorrect": {**_with_ci(ag.percent_agreement, h, as_incorrect, n_resamples=n_resamples, seed=seed), "n": len(h)},
-        "parsed_only": ({**_with_ci(ag.percent_agreement, h[ok], j[ok], n_resamples=n_resamples, seed=seed), "n": int(ok.sum())}
-                        if ok.any() else {"value": None, "ci": None, "n": 0, "note": "no verdict to score"}),
+        "unparsed_incorrect": ({**_with_ci(ag.percent_agreement, h[sure], as_incorrect[sure], n_resamples=n_resamples, seed=seed),
+                                "n": int(sure.sum())} if sure.any() else {"value": None, "ci": None, "n": 0, "note": "no confident human label"}),
+        "parsed_only": ({**_with_ci(ag.percent_agreement, h[both], j[both], n_resamples=n_resamples, seed=seed), "n": int(both.sum())}
+                        if both.any() else {"value": None, "ci": None, "n": 0, "note": "no verdict to score"}),
     }
     pis = [e["scott_pi"] for e in per_model.values() if e.get("scott_pi") is not None]
     if len(pis) > 1:
         report["agreement"]["scott_pi_across_models"] = {"mean": float(np.mean(pis)), "std": float(np.std(pis, ddof=1))}
-    hp, jp = h[ok], j[ok]
-    if not ok.any():
+    hp, jp = h[both], j[both]
+    if not both.any():
         report["confusion_note"] = "no correct/incorrect verdict: no confusion matrix, precision, recall or leniency"
         return report
     matrix, labels = ag.confusion_matrix(hp, jp, labels=[CORRECT, INCORRECT])
@@ -362,8 +391,12 @@ def to_markdown(report: dict[str, Any], title: str = "Judge report") -> str:
     if report["kind"] == "binary":
         conv = report.get("conventions", {})
         lines[-1] += f" · no verdict: {report.get('no_verdict', report['unparsed'])} · parse rate: {_fmt(report.get('parse_rate'))}"
+        human_hedged = ("; low-confidence human labels "
+                        + ("are no label (0)" if conv.get("human_low_confidence", "separate") == "separate" else "keep their label")
+                        + f" ({report.get('human_low_confidence', 0)})") if report.get("human_low_confidence") else ""
         lines.append(f"Conventions: low-confidence verdicts {'are no verdict' if conv.get('low_confidence') == 'separate' else 'keep their label'}"
-                     f"; judge accuracy {'counts no verdict as incorrect' if conv.get('unparsed') == 'incorrect' else 'excludes no verdict'}.")
+                     f"; judge accuracy {'counts no verdict as incorrect' if conv.get('unparsed') == 'incorrect' else 'excludes no verdict'}"
+                     f"{human_hedged}.")
         lines += ["", "## Per model", "",
                   "| model | n | judge accuracy | no verdict = incorrect | parsed only | human accuracy | Δ | agreement | Scott π |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from alignkit.data.records import JudgeItem
 from alignkit.judge.verdict import Verdict
@@ -12,12 +12,13 @@ class RewardModelJudge:
     """`mode="pointwise"`: value = the reward of the answer. `mode="pairwise"`: the answer against the
     item's `reference` (the baseline's output): 1 if it scores higher, 0 if lower, 0.5 on an exact tie."""
 
-    def __init__(self, path: str, mode: str = "pointwise", template: str = "chat", batch_size: int = 32) -> None:
-        from alignkit.scoring.reward_model import RewardModelScorer
+    def __init__(self, path: str, mode: str = "pointwise", template: str = "chat", batch_size: int = 32, **options: Any) -> None:
+        from alignkit.scoring.reward_model import RewardModelScorer, check_options
 
         if mode not in ("pointwise", "pairwise"):
             raise ValueError(f"reward-model judge mode must be pointwise or pairwise, not {mode!r}")
-        self.scorer = RewardModelScorer(path, template, batch_size)
+        check_options(options)  # trust_remote_code, output, device, ... (alignkit.scoring.reward_model.OPTIONS)
+        self.scorer = RewardModelScorer(path, template, batch_size, **options)
         self.mode = mode
         self.name = f"reward-{mode}"
 

@@ -30,7 +30,7 @@ class FieldJudge:
         self.rows: Sequence[dict[str, Any]] = ()
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        from alignkit.judge.report import binary_label
+        from alignkit.judge.report import human_label
 
         if len(self.rows) != len(items):
             raise ValueError("FieldJudge reads labels from the raw rows: run it through run_judge")
@@ -40,7 +40,8 @@ class FieldJudge:
                 raise ValueError(f"field {self.field!r} missing from a row with keys {sorted(row)}")
             value = row[self.field]
             try:
-                out.append(Verdict(binary_label(value), "ok", [str(value)]))
+                label, confident = human_label(value)
+                out.append(Verdict(label, "ok" if confident else "low_confidence", [str(value)]))
             except ValueError:
                 out.append(Verdict(value, "unparsed", [str(value)]))
         return out
@@ -65,11 +66,14 @@ LLM_KINDS = {"llm": "reference", "pointwise": "pointwise", "pairwise": "pairwise
 
 def make_judge(kind: str, model: str | None = None, endpoint: str | None = None, template: str | None = None,
                backend: str = "auto", field: str | None = None, api_key: str | None = None, cache: bool = True,
-               max_tokens: int | None = None, endpoint_options: dict[str, Any] | None = None, pair_rule: str = "both") -> Any:
+               max_tokens: int | None = None, endpoint_options: dict[str, Any] | None = None, pair_rule: str = "both",
+               reward_options: dict[str, Any] | None = None, truncation: str = "newlinequestion") -> Any:
     """A judge by name. LLM judges (`llm` = reference-based, `pointwise`, `pairwise`) need `model` (a
     folder, for the hf/vllm backends) or `endpoint` (an OpenAI-compatible URL); `reward*` need `model`;
     `remote` needs `endpoint`, an `alignkit judge-serve` URL. `endpoint_options` (timeout, max_retries,
-    allow_plain_http_key) go to the endpoint's client. An LLM judge's template is checked before its model loads."""
+    allow_plain_http_key) go to the endpoint's client; `reward_options` (trust_remote_code, output, device, ...) to
+    a reward model. `truncation` (a preset of `alignkit.judge.truncation`, default the paper's "newlinequestion")
+    is how the `llm` and lexical judges cut and strip each answer before reading it. An LLM judge's template is checked before its model loads."""
     if kind not in JUDGES:
         raise ValueError(f"unknown judge {kind!r}; known: {', '.join(JUDGES)}")
     if kind == "remote":
@@ -83,7 +87,7 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
     if kind in ("exact", "contains", "normalized-exact"):
         from alignkit.judge.lexical import LexicalJudge
 
-        return LexicalJudge(kind)
+        return LexicalJudge(kind, truncation)
     if kind == "field":
         if not field:
             raise ValueError("--judge field needs --field NAME (the column holding the labels to evaluate)")
@@ -93,7 +97,7 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
 
         if not model:
             raise ValueError(f"--judge {kind} needs --model (a sequence-classification reward model)")
-        return RewardModelJudge(model, "pairwise" if kind == "reward-pairwise" else "pointwise")
+        return RewardModelJudge(model, "pairwise" if kind == "reward-pairwise" else "pointwise", **(reward_options or {}))
     if not (model or endpoint):
         raise ValueError(f"--judge {kind} needs --model PATH or --endpoint URL")
     from alignkit.judge.llm import PAIR_RULES, TEMPLATES, PairwiseJudge, PointwiseJudge, ReferenceJudge, load_template
@@ -101,6 +105,9 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
     load_template(template or TEMPLATES[LLM_KINDS[kind]], LLM_KINDS[kind])  # a bad template fails before the model loads
     if kind == "pairwise" and pair_rule not in PAIR_RULES:
         raise ValueError(f"pair_rule must be one of {', '.join(PAIR_RULES)}, got {pair_rule!r}")
+    from alignkit.judge.truncation import check_truncation
+
+    check_truncation(truncation)
     generator, model_id = load_judge_model(model, endpoint, backend, api_key, endpoint_options)
     cls = {"llm": ReferenceJudge, "pointwise": PointwiseJudge, "pairwise": PairwiseJudge}[kind]
     options: dict[str, Any] = {"model_id": model_id, "cache": cache}
@@ -108,6 +115,8 @@ def make_judge(kind: str, model: str | None = None, endpoint: str | None = None,
         options["max_tokens"] = max_tokens
     if kind == "pairwise":
         options["pair_rule"] = pair_rule
+    if kind == "llm":
+        options["truncation"] = truncation
     return cls(generator, template, **options)
 
 
@@ -142,19 +151,20 @@ def _judge_rows_with_locations(path: str | Path) -> tuple[list[JudgeItem], list[
 
 
 def run_judge(data: str | Path, judge: Any, out_dir: str | Path | None = None, human_field: str | None = "human_label",
-              group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0, low_confidence: str = "separate",
-              unparsed: str = "incorrect", ranking_threshold: float = 0.9) -> dict[str, Any]:
+              group_field: str | None = "model", n_resamples: int = 2000, seed: int = 0, low_confidence: str = "fold",
+              unparsed: str = "incorrect", ranking_threshold: float = 0.9, human_low_confidence: str = "separate") -> dict[str, Any]:
     """Judge every item of `data`; return the report and, with `out_dir`, write the report files.
 
-    `low_confidence` ("separate" | "fold") and `unparsed` ("incorrect" | "exclude") set how hedged and
-    unparsed binary verdicts enter the statistics (see `alignkit.judge.report.binary_report`);
+    `low_confidence` ("fold" | "separate"), `human_low_confidence` ("separate" | "fold") and `unparsed`
+    ("incorrect" | "exclude") set how hedged judge verdicts, hedged human labels and unparsed verdicts enter the
+    statistics; the defaults are the official Judging the Judges coding (see `alignkit.judge.report.binary_report`);
     `ranking_threshold` is the correlation the ranking-stability share counts.
     """
     from alignkit.judge.report import LOW_CONFIDENCE, REPORTS, UNPARSED, check_human_labels, plot_confusion, to_markdown
 
-    if low_confidence not in LOW_CONFIDENCE or unparsed not in UNPARSED:  # before any judge model is asked
-        raise ValueError(f"low_confidence must be one of {', '.join(LOW_CONFIDENCE)} and unparsed one of {', '.join(UNPARSED)}, "
-                         f"got {low_confidence!r} and {unparsed!r}")
+    if low_confidence not in LOW_CONFIDENCE or human_low_confidence not in LOW_CONFIDENCE or unparsed not in UNPARSED:
+        raise ValueError(f"low_confidence and human_low_confidence must be one of {', '.join(LOW_CONFIDENCE)} and unparsed one of "
+                         f"{', '.join(UNPARSED)}, got {low_confidence!r}, {human_low_confidence!r} and {unparsed!r}")
     items, rows, locations = _judge_rows_with_locations(data)
     kind = report_kind(judge)
     if human_field and not any(r.get(human_field) is not None for r in rows):
@@ -164,7 +174,8 @@ def run_judge(data: str | Path, judge: Any, out_dir: str | Path | None = None, h
     if isinstance(judge, FieldJudge):
         judge.rows = rows
     verdicts = judge.judge(items)
-    options = {"binary": {"low_confidence": low_confidence, "unparsed": unparsed, "ranking_threshold": ranking_threshold},
+    options = {"binary": {"low_confidence": low_confidence, "unparsed": unparsed, "ranking_threshold": ranking_threshold,
+                          "human_low_confidence": human_low_confidence},
                "score": {"ranking_threshold": ranking_threshold}}.get(kind, {})
     report = REPORTS[kind](verdicts, rows, human_field, group_field, n_resamples, seed, **options)
     report = {"judge": judge.name, "data": str(data), "human_field": human_field, **report}

@@ -1,5 +1,5 @@
 """A pointwise LLM judge as a scorer (ratings on the judge's scale mapped to [0, 1]), and `make_scorer`,
-which builds any scorer by name: a reward model, the gym's gold reward, or such a judge."""
+which builds any scorer by name: a reward model (`reward-model`, or `rm`), the gym's gold reward, or such a judge."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from alignkit.data.records import JudgeItem, Prompt
 from alignkit.scoring.base import Scorer
 
 SCORERS = ("reward-model", "judge", "gold")
+SCORER_ALIASES = {"rm": "reward-model"}
 
 
 class JudgeScorer:
@@ -35,12 +36,16 @@ class JudgeScorer:
 
 
 def make_scorer(kind: str, path: str | None = None, template: str = "chat", **options: Any) -> Scorer:
-    """A scorer by name: `reward-model` (needs a model path), `judge` (a judge model folder or endpoint), `gold`."""
+    """A scorer by name: `reward-model` (alias `rm`; needs a model path), `judge` (a judge model folder or
+    endpoint), `gold`. A reward model's options (`trust_remote_code`, `output`, `device`, `dtype`,
+    `max_batch_tokens`, ...: `alignkit.scoring.reward_model.OPTIONS`) are checked before it loads."""
+    kind = SCORER_ALIASES.get(kind, kind)
     if kind == "reward-model":
-        from alignkit.scoring.reward_model import RewardModelScorer
+        from alignkit.scoring.reward_model import RewardModelScorer, check_options
 
         if not path:
             raise ValueError("--scorer reward-model needs --reward-model PATH")
+        check_options(options)
         return RewardModelScorer(path, template, **options)
     if kind == "gold":
         from alignkit.scoring.gold import GoldScorer
@@ -50,4 +55,4 @@ def make_scorer(kind: str, path: str | None = None, template: str = "chat", **op
         if not path:
             raise ValueError("--scorer judge needs --judge-model MODEL (a model folder or an endpoint URL)")
         return JudgeScorer(path, **options)  # template/backend options go to the judge
-    raise ValueError(f"unknown scorer {kind!r}; known: {', '.join(SCORERS)}")
+    raise ValueError(f"unknown scorer {kind!r}; known: {', '.join(SCORERS)} (or rm for reward-model)")

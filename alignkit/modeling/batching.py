@@ -126,6 +126,25 @@ def _balanced_rows(lengths: Sequence[int], width: int | None) -> list[list[int]]
     return _first_fit_decreasing(lengths, hi)
 
 
+def token_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None,
+                  multiple: int = PAD_MULTIPLE) -> list[list[int]]:
+    """Indices of `lengths` grouped into padded batches of at most `max_tokens` tokens (rows x padded width) and
+    `max_rows` rows, longest first: a frozen model's forward passes cost about the same whatever the lengths,
+    and similar lengths share a batch, so little is padding. A sequence longer than `max_tokens` goes alone."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    width = 0  # the padded width of the last batch: its first (longest) sequence's
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * width <= max_tokens and (max_rows is None or len(batches[-1]) < max_rows):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+            width = -(-max(lengths[i], 1) // multiple) * multiple
+    return batches
+
+
 def pad_rows(rows: Rows, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
     """Right-pad (prompt, completion) rows: input_ids, attention_mask, loss_mask, sequence_index."""
     longest = max(len(p) + len(c) for p, c in rows)

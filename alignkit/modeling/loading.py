@@ -1,6 +1,13 @@
 """Load the models a recipe names (the policy, and every frozen model: reference, teacher, sampler) with
 one loader: dtype, attention, 4/8-bit quantization, LoRA; and fingerprint them for cache keys.
 
+**One placement rule for frozen models** (`load_frozen`, `frozen_placement`): every model that does not train
+(the HF generator, LLM judges and critics, reward models, teachers, the precomputed reference) runs on the
+process's accelerator (`accelerator_device`: `cuda:<LOCAL_RANK>` under a launcher, the current CUDA device
+otherwise, the CPU without CUDA) or on the settings' `device:`, in the settings' dtype, where `auto` means
+bfloat16 on a GPU (float16 where bf16 is unsupported) and float32 on the CPU. A live reference (route `model`)
+is placed by accelerate with the policy (sharded under ZeRO-3) and takes only the dtype rule.
+
 `model_fingerprint` is content-addressed: it hashes every byte of every weight file (sha256, about
 1 s/GB here; the digest of a file is remembered under its size, mtime, ctime and inode, so a second run
 re-reads nothing) plus the config, tokenizer files and every load setting that changes the numbers
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,46 @@ def torch_dtype(name: str) -> Any:
     return name if name == "auto" else getattr(torch, name)
 
 
+def accelerator_device() -> Any:
+    """The process's accelerator: `cuda:<LOCAL_RANK>` in a launched process, the current CUDA device otherwise,
+    or the CPU when there is no CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = os.environ.get("LOCAL_RANK")
+    index = int(local) % torch.cuda.device_count() if local is not None else torch.cuda.current_device()
+    return torch.device("cuda", index)
+
+
+def frozen_placement(settings: ModelSettings) -> tuple[Any, str]:
+    """(device, dtype name) of a frozen model: `settings.device` or the process's accelerator, and `settings.dtype`
+    where `auto` is bfloat16 on an accelerator (float16 on a CUDA GPU without bf16) and float32 on the CPU."""
+    import torch
+
+    device = torch.device(settings.device) if settings.device else accelerator_device()
+    dtype = settings.dtype
+    if dtype == "auto":
+        if device.type == "cpu":
+            dtype = "float32"
+        else:
+            dtype = "float16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bfloat16"
+    return device, dtype
+
+
+def placed_settings(settings: ModelSettings) -> ModelSettings:
+    """The settings a frozen model is loaded with: the placement rule's dtype in place of `auto`, no LoRA."""
+    _, dtype = frozen_placement(settings)
+    return settings.model_copy(update={"dtype": dtype, "lora": None})
+
+
+def load_frozen(settings: ModelSettings, kind: str = "causal_lm", labels: int | None = 1) -> Any:
+    """A frozen (eval, no-grad) model placed by the one rule (see the module docstring): on `settings.device` or
+    the process's accelerator, in the settings' dtype (`auto`: bf16 on a GPU, fp32 on the CPU)."""
+    device, _ = frozen_placement(settings)
+    return load_causal_lm(placed_settings(settings), trainable=False, kind=kind, device=device, labels=labels)
+
+
 def load_tokenizer(settings: ModelSettings) -> Any:
     """The tokenizer, with a pad token (EOS when the model has none) and right padding."""
     from transformers import AutoTokenizer
@@ -55,21 +103,35 @@ def load_tokenizer(settings: ModelSettings) -> Any:
         tok = AutoTokenizer.from_pretrained(path, revision=settings.revision, trust_remote_code=settings.trust_remote_code)
     except OSError as err:
         raise _load_failure("tokenizer", settings.tokenizer or settings.path, err) from None
+    if settings.chat_template:
+        tok.chat_template = chat_template_text(settings.chat_template)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
 
 
+def chat_template_text(value: str) -> str:
+    """A `chat_template` setting's Jinja text: the file's contents for a path ending in .jinja, else the value itself."""
+    if value.endswith(".jinja"):
+        try:
+            return Path(value).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ValueError(f"model.chat_template: cannot read {value}: {err}") from None
+    return value
+
+
 MODEL_KINDS = ("causal_lm", "sequence_classifier")
 
 
 def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_checkpointing: bool = False,
-                   kind: str = "causal_lm") -> Any:
+                   kind: str = "causal_lm", device: Any = None, labels: int | None = 1) -> Any:
     """The model with quantization and (when `trainable`) a fresh LoRA adapter from the settings.
 
-    `kind="sequence_classifier"` loads a one-output sequence classifier (a reward model; from a causal LM
-    checkpoint the score head starts fresh), with the tokenizer's pad id in its config."""
+    `kind="sequence_classifier"` loads a sequence classifier (a reward model): with `labels=1` a one-output one
+    with the tokenizer's pad id in its config (from a causal LM checkpoint the score head starts fresh), with
+    `labels=None` the checkpoint's own head and config (a multi-output or remote-code reward model). `device` places the
+    weights (a quantized model is loaded straight onto it); frozen models come through `load_frozen`."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if kind not in MODEL_KINDS:
@@ -91,14 +153,19 @@ def load_causal_lm(settings: ModelSettings, trainable: bool = True, gradient_che
                 bnb_4bit_compute_dtype=torch_dtype(q.compute_dtype),
             )
         )
+    if device is not None and (settings.quantization or device.type == "cuda"):
+        kwargs["device_map"] = {"": device}  # straight onto the GPU (bitsandbytes weights cannot be moved later)
     try:
         if kind == "sequence_classifier":
-            pad = load_tokenizer(settings).pad_token_id
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, pad_token_id=pad, **kwargs)
+            # a fresh one-label head takes the tokenizer's pad id; a checkpoint's own head keeps its config's
+            head = {"num_labels": labels, "pad_token_id": load_tokenizer(settings).pad_token_id} if labels is not None else {}
+            model = AutoModelForSequenceClassification.from_pretrained(path, **head, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise _load_failure("model", settings.path, err) from None
+    if device is not None and "device_map" not in kwargs:
+        model = model.to(device)
     if not trainable:
         model.eval().requires_grad_(False)
         return model
@@ -209,6 +276,8 @@ def model_fingerprint(settings: ModelSettings) -> str:
         tokenizer = _folder_identity(Path(resolve_model_path(tokenizer)))
     load = {"dtype": settings.dtype, "attn": settings.attn_implementation, "tokenizer": tokenizer,
             "quantization": settings.quantization.model_dump() if settings.quantization else None}
+    if settings.chat_template:  # another template renders other token ids (only when set: existing keys stay valid)
+        load["chat_template"] = hashlib.sha256(chat_template_text(settings.chat_template).encode()).hexdigest()
     return hashlib.sha256(json.dumps([identity, load], sort_keys=True).encode()).hexdigest()
 
 

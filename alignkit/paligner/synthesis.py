@@ -1,7 +1,8 @@
 """`alignkit paligner synthesize --config FILE`: MCTS data synthesis from a YAML config, resumable.
 
 ```yaml
-seeds: data/gym/train_noisy_prompts.jsonl   # rows with `prompt` (and a domain column)
+seeds: data/gym/train_noisy_prompts.jsonl   # rows with `prompt` (and a domain column); seeds_format: ultraprompt reads
+                                              # the released seed rows (`context`, `category`) as the official loader does
 domain_field: family                          # which column names the item's category
 domains: {arithmetic: Math, counting: Math, facts: Honesty, unsafe: Harmlessness}   # category -> principle domain
 principles: null                              # a YAML/JSON principle table (default: the built-in one)
@@ -44,6 +45,10 @@ class RewriterSettings(BaseModel):
     style: Literal["operator", "singlepo"] = "operator"
     backend: str = "auto"
     api_key: str | None = None
+    temperature: float | None = Field(None, ge=0, description="operator decoding temperature (default: the official code's, "
+                                      "1.0 for operator, the OpenAI API default its GPT-4 call leaves unset; 0.0 for singlepo)")
+    max_tokens: int | None = Field(None, ge=1, description="operator decoding length (default 4096)")
+    seed: int = Field(0, description="operator sampling seed")
 
 
 class DownstreamSettings(BaseModel):
@@ -65,6 +70,8 @@ class ScorerSettings(BaseModel):
     kind: Literal["reward-model", "gold", "judge"]
     path: str | None = None
     template: str = "chat"
+    options: dict[str, Any] = Field(default_factory=dict, description="reward model options: trust_remote_code, output "
+                                    "(e.g. score for ArmoRM), device, dtype, max_batch_tokens (alignkit.scoring.reward_model)")
 
 
 class SynthesisConfig(BaseModel):
@@ -72,6 +79,10 @@ class SynthesisConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     seeds: str
+    seeds_format: Literal["rows", "ultraprompt"] = Field("rows", description="rows: one JSON row per seed with "
+                                                           "prompt_field (and domain_field); ultraprompt: the released "
+                                                           "seed rows, the instruction in context[0].content and the "
+                                                           "domain in category (the official load_data/training_data.py)")
     prompt_field: str = "prompt"
     domain_field: str | None = None
     domains: dict[str, str] = Field(default_factory=dict)
@@ -112,10 +123,19 @@ def read_seeds(config: SynthesisConfig) -> tuple[list[str], list[str | None]]:
         rows = rows[: config.limit]
     prompts, domains = [], []
     for i, row in enumerate(rows, start=1):
-        if not isinstance(row.get(config.prompt_field), str) or not row[config.prompt_field].strip():
-            raise ValueError(f"{config.seeds}:{i}: field {config.prompt_field!r}: expected a non-empty instruction")
-        prompts.append(row[config.prompt_field])
-        category = row.get(config.domain_field) if config.domain_field else None
+        if config.seeds_format == "ultraprompt":
+            context = row.get("context")
+            if not isinstance(context, list) or not context or not isinstance(context[0], dict) \
+                    or not isinstance(context[0].get("content"), str) or not context[0]["content"].strip():
+                raise ValueError(f"{config.seeds}:{i}: field 'context': expected a list of messages whose first has the "
+                                 "instruction as its content (UltraPrompt seed rows)")
+            prompts.append(context[0]["content"])
+            category = row.get(config.domain_field or "category")
+        else:
+            if not isinstance(row.get(config.prompt_field), str) or not row[config.prompt_field].strip():
+                raise ValueError(f"{config.seeds}:{i}: field {config.prompt_field!r}: expected a non-empty instruction")
+            prompts.append(row[config.prompt_field])
+            category = row.get(config.domain_field) if config.domain_field else None
         domains.append(config.domains.get(category, category))  # a category may already be a domain name
     return prompts, domains
 
@@ -144,7 +164,7 @@ def synthesize(config: SynthesisConfig, rewriter: Any, generator: Any = None, sc
     if scorer is None:
         from alignkit.judge.scorer import make_scorer
 
-        scorer = make_scorer(config.scorer.kind, config.scorer.path, config.scorer.template)
+        scorer = make_scorer(config.scorer.kind, config.scorer.path, config.scorer.template, **config.scorer.options)
     d = config.downstream
     params = SamplingParams(n=config.samples_per_node, temperature=d.temperature, max_tokens=d.max_tokens,
                             stop=tuple(d.stop), seed=config.seed)

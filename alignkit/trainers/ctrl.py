@@ -17,14 +17,28 @@ procedure's win rate against the reference, not for the raw reward. CTRL does it
    scores and transforms them, and takes a policy-gradient step on
    E[R − β·KL(π‖π_ref)] with the RLOO leave-one-out baseline (or REINFORCE with the mean baseline); no
    per-group standard-deviation normalisation, which would change the KL trade-off the transform is chosen
-   for (Q6).
+   for (Q6). The paper optimises this objective with PPO (a learned value function, clipped ratios, several
+   epochs per batch); alignkit uses the critic-free RLOO estimator of the same objective's gradient, one
+   step per batch, which has the same optimum and no value model to train (a deviation, documented).
+
+β: `beta: auto` (the default) is the β at which the optimal policy for the transform sits exactly at
+`kl_target` (`alignkit.rewards.beta_for_kl` on the transform as applied: for the normalised bon/won transform
+with `t: auto` it equals `choose_t(...).beta_normalized`), so t and β are chosen for the same KL budget. A
+fixed β is taken as given; with t chosen for KL 0.5, β = 0.05 would put the optimum at KL ≈ 4.4 nats.
 
 The KL term: by default (`kl_penalty: reward`, `kl_estimator: k1`) the per-sequence estimate
 log π(y) − log π_ref(y) is subtracted from the reward before the baseline, as in InstructGPT, TRL's RLOO
 and OpenRLHF. With that, the score-function gradient of the penalised reward is an unbiased gradient of the
 exact objective E[R] − β·KL, whose optimum π ∝ π_ref·exp(R/β) is the one InfAlign's analysis and
-`choose_t` assume. `kl_penalty: loss` adds β·k3 (Schulman's low-variance, always-positive estimator) as a
-differentiable loss term instead, as GRPO does; `kl_estimator: k3` in the reward is also available.
+`choose_t` assume. **Biased for that objective** (available for comparison, and warned about when chosen):
+`kl_penalty: loss` adds β·k3 (Schulman's low-variance, always-positive estimator) as a differentiable loss
+term, as GRPO does, whose gradient is not the reverse-KL gradient; `kl_estimator: k3` in the reward
+penalises k3 instead of the log-ratio, whose expectation is KL but whose score-function gradient is not.
+
+Cost: calibration draws m samples for every distinct train and eval prompt (and scores each); `prepare`
+prints the count before sampling. `calibration_prompts` bounds the train prompts CTRL trains on and
+calibrates (a seeded sample), so m × prompts stays affordable (HH helpful-base has ~46k prompts: m = 256
+for all of them is ~11.8M generations).
 
 Metrics: reward, calibrated and transformed reward, KL to π_ref (per sequence) and entropy; on the eval
 prompts also the inference-time win rate against π_ref for standard sampling and for best-/worst-of-N at the
@@ -58,19 +72,29 @@ class Args(MethodArgs, SamplerArgs):
     reward_model: str | None = Field(None, description="reward model folder, or the judge model / endpoint URL for reward: judge")
     heldout_reward: ScorerKind | None = Field(None, description="a second scorer for evaluation only (spec Q9), e.g. gold on the gym")
     heldout_reward_model: str | None = Field(None, description="its model, when it needs one")
+    reward_options: dict[str, Any] = Field(default_factory=dict, description="reward model options, e.g. {trust_remote_code: "
+                                           "true, output: score} for a remote-code RM such as ArmoRM, device, max_batch_tokens "
+                                           "(alignkit.scoring.reward_model.OPTIONS)")
+    heldout_reward_options: dict[str, Any] = Field(default_factory=dict, description="the same for heldout_reward_model")
     transform: Literal["raw", "identity", "log", "bon", "won"] = Field("bon", description="Φ applied to the calibrated "
                                                                        "reward; raw = the reward itself, uncalibrated")
     t: float | Literal["auto"] = Field("auto", description="exponent of bon/won; auto = choose_t(n, kl_target) [paper's t unknown]")
     normalized: bool = Field(True, description="normalised exponential transforms (e^{tu} − 1)/(e^t − 1) (spec Q5)")
     n: int = Field(4, ge=1, description="N of the inference-time procedure the policy is trained for (and evaluated at)")
-    kl_target: float = Field(0.5, gt=0, description="KL budget (nats) that t: auto is chosen for")
-    beta: float = Field(0.05, ge=0, description="fixed KL coefficient β [unverified in the paper; tune to a KL target]")
+    kl_target: float = Field(0.5, gt=0, description="KL budget (nats) that t: auto and beta: auto are chosen for")
+    beta: float | Literal["auto"] = Field("auto", description="fixed KL coefficient β, or auto: the β whose optimal policy "
+                                          "for the transform sits at kl_target (beta_for_kl; [the paper's β unknown])")
     kl_penalty: Literal["reward", "loss"] = Field("reward", description="KL as a reward penalty (default: unbiased for "
-                                                  "E[R] − β·KL, see the module docstring) or as a loss term")
-    kl_estimator: Literal["k1", "k3"] = Field("k1", description="per-sequence KL estimate in the reward penalty")
+                                                  "E[R] − β·KL, see the module docstring) or as a k3 loss term (GRPO's; "
+                                                  "biased for the reverse-KL objective)")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="per-sequence KL estimate in the reward penalty (k3 is "
+                                              "biased for the objective's gradient)")
     baseline: Literal["rloo", "mean"] = Field("rloo", description="RLOO leave-one-out, or REINFORCE with the group mean")
     num_samples: int = Field(4, ge=2, description="k completions per prompt per step (RLOO needs k ≥ 2)")
     calibration_samples: int = Field(64, ge=2, description="m reference samples per prompt for calibration [paper's m unknown]")
+    calibration_prompts: int | None = Field(None, ge=1, description="train on (and calibrate) at most this many distinct "
+                                            "train prompts, a seeded sample: calibration costs m x (these + the eval "
+                                            "prompts) generations and scores; None: every train prompt")
     sample_temperature: float = Field(1.0, gt=0, description="policy sampling temperature (1: the policy's own distribution)")
     sample_top_p: float = Field(1.0, gt=0, le=1, description="policy sampling top_p")
     sample_max_tokens: int = Field(128, ge=1, description="length limit of policy and reference samples")
@@ -84,6 +108,8 @@ class Args(MethodArgs, SamplerArgs):
                                  (self.heldout_reward, self.heldout_reward_model, "heldout_reward_model")):
             if kind in ("reward-model", "judge") and not path:
                 raise ValueError(f"{name} is required for a {kind} scorer")
+        if self.beta == "auto" and self.transform == "raw":
+            raise ValueError("beta: auto is derived from the calibrated reward's KL trade-off; transform raw has none: set beta")
         return self
 
 
@@ -126,6 +152,18 @@ def ctrl_loss(logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor,
     return losses, advantages
 
 
+def resolve_beta(args: Args, transform: Any) -> float:
+    """β for the loss: the fixed value, or for `auto` the β whose optimal policy for `transform` (as applied to the
+    calibrated reward) sits at `kl_target`."""
+    from alignkit.rewards import beta_for_kl
+
+    if args.beta != "auto":
+        return float(args.beta)
+    beta = beta_for_kl(transform, args.kl_target)
+    log.info("CTRL: beta = %.4g puts the optimal policy for %s at KL %.2f (beta: auto)", beta, transform, args.kl_target)
+    return beta
+
+
 def make_transform(args: Args, m: int) -> Any:
     """The reward transform Φ of the settings (None for raw rewards)."""
     from alignkit.rewards import choose_t, exponential, identity, log as log_transform
@@ -163,11 +201,12 @@ class Method(CompletionMethod):
         self.transform: Any = None
         self.calibrators: dict[str, Any] = {}
         self.seconds = {"sample": 0.0, "score": 0.0}
+        self.beta: float | None = None if args.beta == "auto" else float(args.beta)  # auto: resolved with the transform
 
     # -- declared signals: reference samples and their rewards ---------------------------------------
 
-    def _scorer_spec(self, kind: str, path: str | None, recipe: Any) -> ScorerSpec:
-        return ScorerSpec(kind, path, self.args.reward_template or recipe.data.template)
+    def _scorer_spec(self, kind: str, path: str | None, recipe: Any, options: dict[str, Any]) -> ScorerSpec:
+        return ScorerSpec(kind, path, self.args.reward_template or recipe.data.template, tuple(sorted(options.items())))
 
     def signals(self, recipe: Any) -> list[Any]:
         """m temperature-1 samples per prompt from π_ref, scored by the reward (and the held-out scorer);
@@ -179,10 +218,12 @@ class Method(CompletionMethod):
         params = SamplingParams(n=a.calibration_samples, temperature=1.0, top_p=1.0, max_tokens=a.sample_max_tokens,
                                 seed=a.sample_seed + 1)
         signals: list[Any] = [a.samples_signal("calibration", ref, params, role="reference"),
-                              Rewards("calibration_rewards", "calibration", self._scorer_spec(a.reward, a.reward_model, recipe))]
+                              Rewards("calibration_rewards", "calibration",
+                                      self._scorer_spec(a.reward, a.reward_model, recipe, a.reward_options))]
         if a.heldout_reward:
             signals.append(Rewards("calibration_heldout", "calibration",
-                                   self._scorer_spec(a.heldout_reward, a.heldout_reward_model, recipe), role="heldout reward"))
+                                   self._scorer_spec(a.heldout_reward, a.heldout_reward_model, recipe, a.heldout_reward_options),
+                                   role="heldout reward"))
         signals.append(SequenceLogps(("sample_logps",), ref, a.reference))
         self._setup(recipe)
         return signals
@@ -193,10 +234,27 @@ class Method(CompletionMethod):
         a = self.args
         self.sampler = a.policy_sampler(recipe, self.tokens.tokenizer)
         template = a.reward_template or recipe.data.template
-        self.scorer = make_scorer(a.reward, a.reward_model, template)
+        self.scorer = make_scorer(a.reward, a.reward_model, template, **a.reward_options)
         if a.heldout_reward:
-            self.heldout = make_scorer(a.heldout_reward, a.heldout_reward_model, template)
+            self.heldout = make_scorer(a.heldout_reward, a.heldout_reward_model, template, **a.heldout_reward_options)
         self.transform = make_transform(a, a.calibration_samples)
+        self.beta = resolve_beta(a, self.transform)
+        if a.kl_penalty == "loss" or a.kl_estimator == "k3":
+            log.warning("CTRL: kl_penalty=%s, kl_estimator=%s: the k3 term's gradient is not the gradient of E[R] - beta*KL "
+                        "(biased for the reverse-KL objective the transform and beta are chosen for); the defaults "
+                        "(reward, k1) are unbiased", a.kl_penalty, a.kl_estimator)
+
+    def select_records(self, records: list[PromptOnly]) -> list[PromptOnly]:
+        """At most `calibration_prompts` distinct train prompts (a seeded sample, in file order), every record of
+        each kept; all of them without the setting."""
+        import random
+
+        limit = self.args.calibration_prompts
+        keys = list(dict.fromkeys(prompt_key(r.prompt) for r in records))
+        if limit is None or len(keys) <= limit:
+            return records
+        kept = set(random.Random(self.args.sample_seed).sample(keys, limit))
+        return [r for r in records if prompt_key(r.prompt) in kept]
 
     def _calibrator(self, name: str) -> Any:
         from alignkit.rewards import Calibrator
@@ -313,7 +371,9 @@ class Method(CompletionMethod):
         """Mean policy-gradient loss over the sampled sequences, and per-sequence metrics."""
         a = self.args
         p, k = (int(x) for x in out["group"])
-        losses, advantages = ctrl_loss(out["sample_logps"], ref["sample_logps"], out["transformed"].view(p, k), a.beta,
+        if self.beta is None:
+            raise RuntimeError("CTRL: beta: auto is resolved with the transform when the method's signals are declared")
+        losses, advantages = ctrl_loss(out["sample_logps"], ref["sample_logps"], out["transformed"].view(p, k), self.beta,
                                        a.kl_penalty, a.kl_estimator, a.baseline)
         kl = (out["sample_logps"] - ref["sample_logps"]).detach()
         metrics = {"loss": losses.detach(), "reward": out["raw"].float(), "reward/calibrated": out["calibrated"].float(),

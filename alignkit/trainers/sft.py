@@ -1,20 +1,31 @@
-"""Supervised fine-tuning: maximum likelihood on completion tokens (the gym's base policy, warm starts).
+"""Supervised fine-tuning: maximum likelihood on completion tokens (the gym's base policy, warm starts), or on
+the whole conversation.
 
-`sft_loss` is the per-example mean negative log-likelihood over completion tokens; the batch loss is
-the mean over examples, so long completions do not dominate.
+`sft_loss` is the per-example mean negative log-likelihood over the trained tokens; the batch loss is the mean
+over examples, so long completions do not dominate. `loss_on: completion` (default) trains the last assistant
+turn given the rendered prompt; `loss_on: conversation` trains every token of the conversation rendered by the
+template (every turn, user turns included), as TRL's `SFTTrainer` does on a plain-text dataset and as the
+released ADPA recipes' SFT stages (`dataset_text_field: text`) train.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
+
 from alignkit.data.records import SFTExample
 from alignkit.engine.method import CompletionMethod, MethodArgs
 
 
 class Args(MethodArgs):
-    """`method_args` for SFT (only the shared settings)."""
+    """`method_args` for SFT."""
+
+    loss_on: Literal["completion", "conversation"] = Field("completion", description="completion: the last assistant "
+                                                           "turn given the prompt; conversation: every token of the "
+                                                           "rendered conversation (TRL SFTTrainer on text; the released "
+                                                           "ADPA SFT stages)")
 
 
 def sft_loss(token_logps_sum: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
@@ -29,6 +40,9 @@ class Method(CompletionMethod):
     record_type = SFTExample
 
     def build_example(self, record: SFTExample) -> dict[str, Any]:
+        if self.args.loss_on == "conversation":  # no prompt: every token after the first is trained
+            ids = self.tokens.encode_conversation(record.prompt, record.completion)
+            return {"prompt_ids": [], "completion_ids": ids, "length": len(ids)}
         prompt, completion = self.tokens.encode(record.prompt, [record.completion])
         return {"prompt_ids": prompt, "completion_ids": completion, "length": len(prompt) + len(completion)}
 
