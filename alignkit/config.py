@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
+from alignkit.errors import AlignkitError
 from alignkit.data.sources import DataSource, check_source, parse_source
 
 TINY_MODEL_PREFIX = "tiny:"
@@ -59,7 +60,7 @@ def method_module(method: str) -> Any:
         raise
 
 
-class RecipeError(ValueError):
+class RecipeError(AlignkitError, ValueError):
     """A recipe is malformed; the message names the file and the dotted key."""
 
 

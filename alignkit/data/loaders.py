@@ -14,21 +14,16 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from pydantic import ValidationError
 
 from alignkit.data.adapters import ADAPTERS, detect_format
+from alignkit.data.errors import DataError
 from alignkit.data.records import Record
-
-if TYPE_CHECKING:
-    from alignkit.data.sources import DataSource
+from alignkit.data.source_spec import HUB_PREFIX, DataSource, apply_columns, as_source, iter_hub_rows, source_label
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-
-
-class DataError(ValueError):
-    """A data file or record is malformed; the message names file, line/row and field."""
 
 
 @dataclass
@@ -66,11 +61,9 @@ class LoadResult:
         return "; ".join(f"{n}× {r}" for r, n in self.skipped.most_common())
 
 
-def iter_rows(path: "str | Path | DataSource") -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_rows(path: str | Path | DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (location, row) pairs from one file, saved `datasets` folder or dataset repository (`hf:...` or a
     `DataSource`, whose column mapping is applied)."""
-    from alignkit.data.sources import HUB_PREFIX, DataSource, apply_columns, as_source, iter_hub_rows
-
     if isinstance(path, DataSource) or str(path).startswith(HUB_PREFIX):
         src = as_source(path)
         rows = iter_hub_rows(src) if src.is_hub else iter_rows(src.path)
@@ -206,11 +199,9 @@ def describe_error(err: Exception) -> str:
     return str(err)
 
 
-def load_records(paths: "str | Path | DataSource | list[str | Path | DataSource]", format: str | None = None,
+def load_records(paths: str | Path | DataSource | list[str | Path | DataSource], format: str | None = None,
                  skip_invalid: bool = False) -> LoadResult:
     """Load and validate records from one or more files or dataset repositories in the given (or detected) format."""
-    from alignkit.data.sources import source_label
-
     if not isinstance(paths, (list, tuple)):
         paths = [paths]
     result = LoadResult(records=[], format=format or "")

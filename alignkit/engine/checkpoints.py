@@ -29,6 +29,8 @@ import struct
 import zipfile
 from pathlib import Path
 
+from alignkit.errors import AlignkitError
+
 log = logging.getLogger("alignkit")
 
 TRAINER_STATE = "trainer_state.json"
@@ -39,7 +41,7 @@ WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AlignkitError, ValueError):
     """A checkpoint given to `--resume` cannot be resumed from; the message says what is missing."""
 
 

@@ -23,13 +23,14 @@ from typing import Any
 
 import yaml
 
+from alignkit.errors import AlignkitError
 from alignkit.config import RUN_SUMMARY, SAVED_RECIPE
 
 DTYPES = ("float32", "bfloat16", "float16")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-class ExportError(ValueError):
+class ExportError(AlignkitError, ValueError):
     """The source cannot be exported as asked; the message says why and what to do."""
 
 

@@ -6,10 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol, Sequence
 
+from alignkit.errors import AlignkitError
 from alignkit.data.records import Prompt
 
 
-class GenerationError(RuntimeError):
+class GenerationError(AlignkitError, RuntimeError):
     """A backend failed: an engine that did not start, an endpoint that is down, a weight sync that failed."""
 
 

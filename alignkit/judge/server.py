@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from alignkit.data.records import JudgeItem
 from alignkit.generation.base import GenerationError
 from alignkit.generation.hf_server import RequestError, ServedApp
+from alignkit.judge.kinds import report_kind
 from alignkit.judge.verdict import Verdict
 
 MAX_ITEMS = 10_000  # per request; a client sends more in several requests
@@ -39,8 +40,6 @@ class JudgeServer(ServedApp):
     post_routes = {"/v1/judge": "judge"}
 
     def __init__(self, judge: Any, api_key: str | None = None) -> None:
-        from alignkit.judge.run import report_kind
-
         super().__init__(api_key)
         self.judge = judge
         self.kind = report_kind(judge)

@@ -24,11 +24,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alignkit.errors import AlignkitError
 from alignkit.cache import cache_dir, write_text_atomic
 from alignkit.config import TINY_MODEL_PREFIX, ModelSettings
 
 
-class ModelLoadError(OSError):
+class ModelLoadError(AlignkitError, OSError):
     """A model or tokenizer could not be loaded; the message names the path and the first line of the cause."""
 
 
