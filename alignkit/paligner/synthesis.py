@@ -100,9 +100,9 @@ class SynthesisConfig(BaseModel):
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> SynthesisConfig:
     """Validate a synthesis config (`KEY=VALUE` overrides as for recipes)."""
-    from alignkit.config import RecipeError, apply_override
+    from alignkit.config import RecipeError, apply_override, read_mapping
 
-    raw = yaml.safe_load(Path(path).read_text())
+    raw = read_mapping(path, "a synthesis config must be a mapping (see docs/paligner.md)")
     for item in overrides or []:
         apply_override(raw, item, path)
     try:
