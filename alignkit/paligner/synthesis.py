@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from alignkit.paligner.mcts import SearchSettings, evaluator, load_trees, new_trees, search
