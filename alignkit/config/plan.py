@@ -47,18 +47,20 @@ def recipe_kind(path: str | Path) -> RecipeKind:
     return "staged" if "stages" in keys else "online" if "online" in keys else "plain"
 
 
-def load_plan(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> RecipePlan:
-    """Validate a recipe file of any shape (`check_files`: that the files, models and datasets it names exist;
-    what cannot be checked offline is added to `plan.notes` instead)."""
+def load_plan(path: str | Path, overrides: list[str] | None = None, check_files: bool = True,
+              notes: list[str] | None = None) -> RecipePlan:
+    """Validate a recipe file of any shape. `check_files`: that the files, models and datasets it names exist; with
+    a `notes` list (`alignkit recipes show`), what cannot be checked offline is noted there (and in `plan.notes`)
+    instead of failing."""
     overrides = list(overrides or [])
-    plan = RecipePlan(Path(path), recipe_kind(path), overrides)
+    plan = RecipePlan(Path(path), recipe_kind(path), overrides, notes=notes if notes is not None else [])
     if plan.kind == "staged":
-        plan.stages = load_staged(path, overrides, check_files=check_files, notes=plan.notes)
+        plan.stages = load_staged(path, overrides, check_files=check_files, notes=notes)
     elif plan.kind == "online":
         plan.online, plan.round_overrides = load_online(path, overrides)
         plan.round_recipe = load_recipe(plan.online.recipe, plan.round_overrides, check_files=False)
     else:
-        plan.recipe = load_recipe(path, overrides, check_files=check_files, notes=plan.notes)
+        plan.recipe = load_recipe(path, overrides, check_files=check_files, notes=notes)
     return plan
 
 

@@ -71,10 +71,13 @@ class DataSettings(_Strict):
 
     train: list[str | DataSource] = Field(description="training sources (files, hf: datasets, or mappings); several are concatenated or mixed")
     eval: list[str | DataSource] = Field(default_factory=list, description="evaluation sources; an hf: dataset's split defaults to test")
-    format: str = "preference"
-    template: str = Field("chat", description="chat, alpaca, pku, raw, or a format string with {prompt} (see alignkit.data.templates)")
-    max_length: int = Field(1024, gt=0)
-    max_prompt_length: int = Field(512, gt=0)
+    format: str = Field("preference", description="the records' format (preference, sft, prompt, judgment, negative, ...: "
+                        "alignkit.data.adapters); detected from the first row where a command allows it")
+    template: str = Field("chat", description="chat, alpaca, pku, raw, urial, urial:PREFIX_FILE, or a format string with "
+                          "{prompt} (see alignkit.data.templates)")
+    max_length: int = Field(1024, gt=0, description="tokens of prompt plus completion kept")
+    max_prompt_length: int = Field(512, gt=0, description="left-truncate prompts to this many tokens (the rule training, "
+                                   "scoring and every generator apply)")
     skip_invalid: bool = False
     packing: bool = Field(False, description="padding-free batches: sequences end to end, in rows of at most max_length tokens (sdpa, eager), or one row (flash-attention varlen)")
     share_prompts: bool = Field(False, description="compute a prompt shared by several sequences once (DPO's chosen and "

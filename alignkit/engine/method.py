@@ -1,28 +1,10 @@
-"""The contract between a training method and the engine, and the base class methods build on.
+"""The base class methods build on (`CompletionMethod`, `PairMethod` for preference pairs) and the settings every
+method shares (`MethodArgs`, `ReferenceArgs`, `SamplerArgs`).
 
-A method module under `alignkit/trainers/` (or any importable module named by `method:` in a recipe)
-defines `Args` (a pydantic model validating `method_args`), a pure loss function, and
-`Method(args, tokenizer, data)`, a `CompletionMethod` subclass (`PairMethod` for methods on preference pairs), with:
-
-- `record_type`: the record kind it trains on (a preference pair can stand in for a negatives-only record);
-- `signals(recipe) -> list[Signal]`: the frozen signals it needs (`alignkit.engine.signals`), each with
-  the model that produces it; the engine computes, caches and hands them over (none by default);
-- `select_records(records) -> records`: a one-off selection before training (e.g. CUT's downsampling);
-- `build_example(record) -> dict` of token-id lists (fields ending in `_ids`) and a `length`;
-  record-level signals (samples, rewards) are in `self.signal_values` by then;
-- `link_examples(examples, recipe)`: called once with all train examples (and once with the eval examples)
-  in data order, after `build_example` and before example-level signals, to add fields that depend on other
-  examples (e.g. KTO's mismatched prompt/completion pairs); the fields may then feed `SequenceLogps` signals
-  like any other (no-op by default);
-- `sequences(example) -> {name: (prompt_ids, completion_ids)}`: the completions a `TokenTopK` signal
-  may name (only methods that declare one);
-- `collate(examples) -> batch`; `sequence_outputs(model, batch) -> dict` of per-sequence tensors;
-- `loss(outputs, reference) -> (loss, per-example metrics)`, `reference` holding every `SequenceLogps`
-  key (precomputed or live);
-- optional: `model_kind` ("causal_lm", or "sequence_classifier" for a reward model), `trainer_class` (a `transformers.Trainer` subclass taking AlignTrainer's arguments; default
-  `AlignTrainer`), `rollout(model, batch, context) -> batch` (on-policy: called on every batch before the
-  loss, to sample from the current policy and score; see `alignkit.engine.sampling.PolicySampler`), and
-  `training_callbacks(recipe) -> list[TrainerCallback]`.
+The contract itself, every hook with when it runs and what it may not do, is `alignkit.engine.contract.AlignMethod`;
+`CompletionMethod` implements it for methods that score completions of prompts: tokenisation (one rule,
+`alignkit.data.tokenization`), padded, packed or shared-prompt batches, summed completion log-probs, and access to
+the signals the engine computed (`self.signal_values`, `topk_rows`, `batch_with_reference`).
 """
 
 from __future__ import annotations
@@ -34,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alignkit.data.records import PreferencePair
 from alignkit.data.tokenization import PromptCompletionTokenizer
+from alignkit.engine.contract import AlignMethod, RolloutContext  # noqa: F401  (RolloutContext: part of the contract methods use)
 from alignkit.engine.signals import Samples, SequenceLogps, TokenTopK
 from alignkit.modeling.batching import rows_to_batch
 from alignkit.modeling.logprobs import batch_token_logprobs, per_sequence_sum, scored_positions
@@ -100,13 +83,8 @@ class ReferenceArgs(MethodArgs):
                              options=tuple(options))
 
 
-class CompletionMethod:
+class CompletionMethod(AlignMethod):
     """Tokenisation, batching, signal access and summed completion log-probs shared by the methods."""
-
-    record_type: type = object
-    trainer_class: type | None = None
-    model_kind: str = "causal_lm"
-    supports_shared_prompts: bool = False  # True for methods that read only `completion_logps` (shared-prompt layout)
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
         self.args = args
@@ -120,25 +98,6 @@ class CompletionMethod:
         if self.share_prompts and self.packing:
             raise ValueError("data.share_prompts and data.packing are two layouts; choose one")
         self.signal_values: dict[str, Any] = {}  # filled by the engine: name -> samples, rewards or a TopKStore
-
-    def signals(self, recipe: Any) -> list[Any]:
-        """The frozen signals this method needs (none unless a method overrides this)."""
-        return []
-
-    def select_records(self, records: list[Any]) -> list[Any]:
-        """Records to train on (all of them unless a method overrides this)."""
-        return records
-
-    def link_examples(self, examples: list[dict[str, Any]], recipe: Any) -> None:
-        """Add fields that depend on other examples (nothing unless a method overrides this)."""
-
-    def training_callbacks(self, recipe: Any) -> list[Any]:
-        """TrainerCallbacks this method adds to training (none unless a method overrides this)."""
-        return []
-
-    def sequences(self, example: dict[str, Any]) -> dict[str, tuple[list[int], list[int]]]:
-        """The example's named (prompt ids, completion ids) sequences, for `TokenTopK` signals."""
-        raise NotImplementedError(f"{type(self).__module__} declares a TokenTopK signal but defines no sequences(example)")
 
     def batch(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
         """(prompt, completion) rows as a padded or packed batch."""

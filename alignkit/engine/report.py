@@ -10,11 +10,14 @@ network asset. It has these sections:
 - the before/after evaluation table, and the win rate against the reference by sampling (`eval:`) over steps;
 - the gym's gold-reward table for each `eval/gym_eval.py --json` file;
 - judge agreement and win rates for each `alignkit judge` `report.json`;
-- the KL–win-rate curve for each `eval/ctrl_tradeoff.py` `tradeoff.json` (CTRL runs).
+- each method's own sections (`ReportSection`s its `Method` declares, `alignkit.engine.contract`), e.g. CTRL's
+  KL–win-rate trade-off from `eval/ctrl_tradeoff.py`'s `tradeoff.json`. The engine renders them without
+  knowing the method: the registered methods declare them, and this module lends them its table and plot helpers
+  (`table`, `img`, `figure`, `png`, `esc`, `num`, `mean_se`).
 
-These files are given with `--gym-eval`, `--judge` and `--tradeoff`, or found in a run folder under those
-names (`gym_eval*.json`, `tradeoff.json`, `*/report.json`). A folder that holds several runs, for example a
-staged recipe's `output_dir`, adds each of them.
+These files are given with `--gym-eval`, `--judge` and a method section's `--<key>` (e.g. `--tradeoff`), or
+found in a run folder (`gym_eval*.json`, `*/report.json`, and each section's patterns, e.g. `tradeoff.json`).
+A folder that holds several runs, for example a staged recipe's `output_dir`, adds each of them.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from alignkit.config import RUN_SUMMARY
+
+if TYPE_CHECKING:
+    from alignkit.engine.contract import ReportSection
+
 _SKIP_TRAIN = {"epoch", "step", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
 _SKIP_EVAL_SUFFIX = ("_runtime", "_per_second", "_preparation_time")
 
@@ -93,12 +99,30 @@ def load_run(path: Path, name: str) -> Run:
     return run
 
 
-def discover(runs: Sequence[Run]) -> dict[str, list[Path]]:
-    """Evaluation files found in the run folders, by kind."""
-    found: dict[str, list[Path]] = {"gym": [], "judge": [], "tradeoff": []}
+def method_sections(runs: Sequence[Run] = ()) -> dict[str, ReportSection]:
+    """The report sections every registered method declares (and the runs' own methods, when a recipe names a module)."""
+    from alignkit.config import method_module, method_names
+    from alignkit.engine.contract import report_sections_of
+
+    names = list(dict.fromkeys(method_names() + [str(r.recipe["method"]) for r in runs if r.recipe.get("method")]))
+    classes = []
+    for name in names:
+        try:
+            classes.append(method_module(name).Method)
+        except (ImportError, ValueError, AttributeError):  # a run trained by a method this installation lacks
+            continue
+    return report_sections_of(classes)
+
+
+def discover(runs: Sequence[Run], sections: dict[str, ReportSection] | None = None) -> dict[str, list[Path]]:
+    """Evaluation files found in the run folders, by kind (gym, judge, and each method section's key)."""
+    sections = method_sections(runs) if sections is None else sections
+    found: dict[str, list[Path]] = {"gym": [], "judge": [], **{key: [] for key in sections}}
     for run in runs:
         found["gym"] += sorted(run.path.glob("gym_eval*.json"))
-        found["tradeoff"] += sorted(run.path.glob("tradeoff.json")) + sorted(run.path.glob("*/tradeoff.json"))
+        for key, section in sections.items():
+            for pattern in section.patterns:
+                found[key] += sorted(run.path.glob(pattern))
         found["judge"] += sorted(run.path.glob("*/report.json"))
     return found
 
@@ -135,7 +159,7 @@ def _ordered(metrics: dict[str, Any]) -> list[str]:
 # -- plots ----------------------------------------------------------------------------------------------------------
 
 
-def _png(fig: Any) -> str:
+def png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -144,7 +168,7 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figure(width: float = 4.4, height: float = 2.8) -> tuple[Any, Any]:
+def figure(width: float = 4.4, height: float = 2.8) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +181,7 @@ def _figure(width: float = 4.4, height: float = 2.8) -> tuple[Any, Any]:
 
 def curve_plot(title: str, series: dict[str, list[tuple[int, float]]], ylabel: str = "") -> str:
     """One metric over steps, a line per run, as a base64 PNG."""
-    fig, ax = _figure()
+    fig, ax = figure()
     for name, points in series.items():
         points = sorted(points)
         xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -170,12 +194,12 @@ def curve_plot(title: str, series: dict[str, list[tuple[int, float]]], ylabel: s
     if len(series) > 1:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def win_rate_plot(runs: Sequence[Run]) -> str | None:
     """The win rate against the reference (by sampling during training) over steps, ± 1 SE, per run."""
-    fig, ax = _figure(5.5, 3.2)
+    fig, ax = figure(5.5, 3.2)
     drawn = False
     for run in runs:
         points = sorted((h["step"], h["eval_gen/win_rate"], h.get("eval_gen/win_rate_se", 0.0)) for h in run.history
@@ -195,65 +219,44 @@ def win_rate_plot(runs: Sequence[Run]) -> str | None:
     ax.set_ylabel("win rate vs reference (± SE)", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
-
-
-def tradeoff_plot(data: dict[str, Any]) -> str:
-    """Analytic KL–win-rate curves with the measured policies on top (an `eval/ctrl_tradeoff.py` result)."""
-    fig, ax = _figure(6.0, 3.8)
-    measured = data.get("measured") or {}
-    max_kl = max([v["kl"][0] for v in measured.values()] or [1.0])
-    for name, curve in (data.get("curves") or {}).items():
-        pts = [(k, w) for k, w in zip(curve["kl"], curve["winrate"]) if k <= max(3.0, 1.5 * max_kl)]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"analytic: {name}")
-    n = data.get("n", "N")
-    for label, v in measured.items():
-        (kl, kl_se), (win, win_se) = v["kl"], v.get("rm_bon", v.get("rm_standard"))
-        ax.errorbar(kl, win, xerr=kl_se, yerr=win_se, fmt="o", capsize=3, label=f"measured: {label}")
-    ax.axhline(0.5, color="grey", lw=0.5)
-    ax.set_xlabel("KL(π ‖ π_ref), nats", fontsize=8)
-    ax.set_ylabel(f"best-of-{n} win rate vs π_ref", fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 # -- HTML -----------------------------------------------------------------------------------------------------------
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _num(value: Any, digits: int = 4) -> str:
+def num(value: Any, digits: int = 4) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.{digits}f}"
-    return _esc(value)
+    return esc(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 1, numeric_to: int | None = None) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 1, numeric_to: int | None = None) -> str:
     """An HTML table of already-escaped cells; columns numeric_from..numeric_to (exclusive) are right-aligned numbers."""
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
     end = len(header) if numeric_to is None else numeric_to
     body = "".join("<tr>" + "".join(f"<td class=num>{c}</td>" if numeric_from <= i < end else f"<td>{c}</td>" for i, c in enumerate(r))
                    + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(data: str, alt: str) -> str:
-    return f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}"><figcaption>{_esc(alt)}</figcaption></figure>'
+def img(data: str, alt: str) -> str:
+    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}"><figcaption>{esc(alt)}</figcaption></figure>'
 
 
-def _mean_se(value: Any) -> str:
+def mean_se(value: Any) -> str:
     if isinstance(value, dict) and "mean" in value:
         se = value.get("se", value.get("standard_error"))
-        return f"{_num(value['mean'], 3)} ± {_num(se, 3)}" if se is not None else _num(value["mean"], 3)
+        return f"{num(value['mean'], 3)} ± {num(se, 3)}" if se is not None else num(value["mean"], 3)
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
-        return f"{_num(float(value[0]), 3)} ± {_num(float(value[1]), 3)}"
-    return _num(value, 3)
+        return f"{num(float(value[0]), 3)} ± {num(float(value[1]), 3)}"
+    return num(value, 3)
 
 
 def runs_section(runs: Sequence[Run]) -> str:
@@ -264,11 +267,11 @@ def runs_section(runs: Sequence[Run]) -> str:
         method = s.get("method") or recipe.get("method") or "?"
         model = s.get("model") or (recipe.get("model") or {}).get("path") or "?"
         steps = s.get("steps") if s else max((h.get("step", 0) for h in run.history), default=0)
-        data = "<br>".join(f"{_esc(split)}: {_esc(src['source'])} ({src['records']} of {src['loaded']})"
+        data = "<br>".join(f"{esc(split)}: {esc(src['source'])} ({src['records']} of {src['loaded']})"
                            for split, sources in (s.get("data") or {}).items() for src in sources) or "–"
-        rows.append([_esc(run.name), _esc(method), _esc(model), _num(steps), _num(s.get("seconds"), 1) if s else "–",
-                     _num(s.get("train_examples")) if s else "–", data, _esc(run.source)])
-    return "<h2>Runs</h2>" + _table(["run", "method", "model", "steps", "seconds", "train examples", "data (records used of loaded)",
+        rows.append([esc(run.name), esc(method), esc(model), num(steps), num(s.get("seconds"), 1) if s else "–",
+                     num(s.get("train_examples")) if s else "–", data, esc(run.source)])
+    return "<h2>Runs</h2>" + table(["run", "method", "model", "steps", "seconds", "train examples", "data (records used of loaded)",
                                      "log history from"], rows, numeric_from=3, numeric_to=6)
 
 
@@ -280,10 +283,10 @@ def before_after_section(runs: Sequence[Run]) -> str:
         for key in sorted(set(before) | set(after)):
             b, a = before.get(key), after.get(key)
             delta = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-            rows.append([_esc(run.name), _esc(key), _num(b), _num(a), _num(delta)])
+            rows.append([esc(run.name), esc(key), num(b), num(a), num(delta)])
     if not rows:
         return "<h2>Before and after training</h2><p>No run has a persisted summary with a before/after evaluation.</p>"
-    return "<h2>Before and after training</h2>" + _table(["run", "metric", "before", "after", "change"], rows, numeric_from=2)
+    return "<h2>Before and after training</h2>" + table(["run", "metric", "before", "after", "change"], rows, numeric_from=2)
 
 
 def gym_section(path: Path) -> str:
@@ -291,50 +294,39 @@ def gym_section(path: Path) -> str:
     data = json.loads(path.read_text())
     models = data.get("models") or []
     columns = list(dict.fromkeys(k for m in models for k, v in m.items() if isinstance(v, dict) and "mean" in v))
-    rows = [[_esc(m.get("model", "?"))] + [_mean_se(m.get(c)) for c in columns] for m in models]
-    meta = ", ".join(f"{k}: {_esc(data[k])}" for k in ("prompts", "samples", "temperature", "seed", "noisy") if data.get(k) is not None)
-    out = f"<h3>{_esc(path)}</h3><p class=meta>{meta}</p>" + _table(["model", *columns], rows)
+    rows = [[esc(m.get("model", "?"))] + [mean_se(m.get(c)) for c in columns] for m in models]
+    meta = ", ".join(f"{k}: {esc(data[k])}" for k in ("prompts", "samples", "temperature", "seed", "noisy") if data.get(k) is not None)
+    out = f"<h3>{esc(path)}</h3><p class=meta>{meta}</p>" + table(["model", *columns], rows)
     best = data.get("best_of_n")
     if best:
-        bon_rows = [[_esc(model), _esc(quantity)] + [_mean_se(v) for _, v in sorted(row.items(), key=lambda kv: int(kv[0]))]
-                    for model, table in best.items() for quantity, row in table.items()]
-        ns = sorted({int(n) for table in best.values() for row in table.values() for n in row})
-        out += "<h4>Best-of-N by the reward model vs by gold</h4>" + _table(["model", "quantity", *[f"N={n}" for n in ns]], bon_rows, 2)
+        bon_rows = [[esc(model), esc(quantity)] + [mean_se(v) for _, v in sorted(row.items(), key=lambda kv: int(kv[0]))]
+                    for model, by_quantity in best.items() for quantity, row in by_quantity.items()]
+        ns = sorted({int(n) for by_quantity in best.values() for row in by_quantity.values() for n in row})
+        out += "<h4>Best-of-N by the reward model vs by gold</h4>" + table(["model", "quantity", *[f"N={n}" for n in ns]], bon_rows, 2)
     return out
 
 
 def judge_section(path: Path) -> str:
     """An `alignkit judge` report: per-model scores or win rates, and agreement with human labels (with CIs)."""
     report = json.loads(path.read_text())
-    meta = (f"kind {_esc(report.get('kind'))}, judge {_esc(report.get('judge', '?'))}, {report.get('n')} items, "
+    meta = (f"kind {esc(report.get('kind'))}, judge {esc(report.get('judge', '?'))}, {report.get('n')} items, "
             f"{report.get('unparsed', 0)} unparsed")
     per_model = report.get("per_model") or {}
     columns = list(dict.fromkeys(k for e in per_model.values() for k, v in e.items() if isinstance(v, (int, float)) and not isinstance(v, bool)))
-    rows = [[_esc(m)] + [_num(e.get(c), 3) for c in columns] for m, e in per_model.items()]
-    out = f"<h3>{_esc(path)}</h3><p class=meta>{meta}</p>" + _table(["model", *columns], rows)
+    rows = [[esc(m)] + [num(e.get(c), 3) for c in columns] for m, e in per_model.items()]
+    out = f"<h3>{esc(path)}</h3><p class=meta>{meta}</p>" + table(["model", *columns], rows)
     agreement = report.get("agreement") or {}
     arows = []
     for name, e in agreement.items():
         if isinstance(e, dict) and "value" in e:
-            ci = f"[{_num(e['ci'][0], 3)}, {_num(e['ci'][1], 3)}]" if e.get("ci") else _esc(e.get("note", "–"))
-            arows.append([_esc(name), _num(e["value"], 3), ci])
+            ci = f"[{num(e['ci'][0], 3)}, {num(e['ci'][1], 3)}]" if e.get("ci") else esc(e.get("note", "–"))
+            arows.append([esc(name), num(e["value"], 3), ci])
     if arows:
-        out += f"<h4>Agreement with human labels (n = {agreement.get('n')}, 95% bootstrap CI)</h4>" + _table(["statistic", "value", "CI"], arows)
+        out += f"<h4>Agreement with human labels (n = {agreement.get('n')}, 95% bootstrap CI)</h4>" + table(["statistic", "value", "CI"], arows)
     ranking = report.get("ranking") or {}
     if "spearman" in ranking:
-        out += f"<p>Ranking of models, judge vs human: Spearman ρ {_num(ranking['spearman'], 3)}, Kendall τ {_num(ranking.get('kendall'), 3)}</p>"
+        out += f"<p>Ranking of models, judge vs human: Spearman ρ {num(ranking['spearman'], 3)}, Kendall τ {num(ranking.get('kendall'), 3)}</p>"
     return out
-
-
-def tradeoff_section(path: Path) -> str:
-    """A CTRL KL–win-rate result: the plot and the measured table."""
-    data = json.loads(path.read_text())
-    measured = data.get("measured") or {}
-    keys = list(dict.fromkeys(k for v in measured.values() for k in v))
-    rows = [[_esc(label)] + [_mean_se(v.get(k)) for k in keys] for label, v in measured.items()]
-    meta = ", ".join(f"{k}: {_esc(data[k])}" for k in ("base", "reward_model", "samples", "n", "t") if data.get(k) is not None)
-    return (f"<h3>{_esc(path)}</h3><p class=meta>{meta}</p>" + _img(tradeoff_plot(data), f"KL–win-rate trade-off ({path.name})")
-            + _table(["policy", *keys], rows))
 
 
 STYLE = """
@@ -349,44 +341,51 @@ figcaption{font-size:11px;color:#57606a;text-align:center} img{display:block;max
 """
 
 
-def render(runs: Sequence[Run], gym: Sequence[Path] = (), judge: Sequence[Path] = (), tradeoff: Sequence[Path] = (),
-           title: str = "alignkit run report") -> str:
-    """The whole page."""
+def render(runs: Sequence[Run], gym: Sequence[Path] = (), judge: Sequence[Path] = (),
+           extra: Sequence[tuple[ReportSection, Sequence[Path]]] = (), title: str = "alignkit run report") -> str:
+    """The whole page (`extra`: method sections with their files)."""
     train, evaluation = curves(runs)
-    parts = [f"<h1>{_esc(title)}</h1><p class=meta>{len(runs)} run(s): {_esc(', '.join(r.name for r in runs))}</p>",
+    parts = [f"<h1>{esc(title)}</h1><p class=meta>{len(runs)} run(s): {esc(', '.join(r.name for r in runs))}</p>",
              runs_section(runs), before_after_section(runs)]
     win = win_rate_plot(runs)
     if win:
-        parts.append("<h2>Win rate against the reference, sampled during training</h2>" + _img(win, "win rate vs reference"))
+        parts.append("<h2>Win rate against the reference, sampled during training</h2>" + img(win, "win rate vs reference"))
     parts.append("<h2>Training curves</h2>")
-    parts.append('<div class="grid">' + "".join(_img(curve_plot(f"train: {k}", train[k]), f"train/{k}") for k in _ordered(train)) + "</div>"
+    parts.append('<div class="grid">' + "".join(img(curve_plot(f"train: {k}", train[k]), f"train/{k}") for k in _ordered(train)) + "</div>"
                  if train else "<p>No training log records.</p>")
     plain_eval = {k: v for k, v in evaluation.items() if not k.startswith("gen/")}
     if plain_eval:
         parts.append("<h2>Evaluation curves</h2>")
-        parts.append('<div class="grid">' + "".join(_img(curve_plot(f"eval: {k}", plain_eval[k]), f"eval/{k}") for k in _ordered(plain_eval))
+        parts.append('<div class="grid">' + "".join(img(curve_plot(f"eval: {k}", plain_eval[k]), f"eval/{k}") for k in _ordered(plain_eval))
                      + "</div>")
     if gym:
         parts.append("<h2>Gym: gold reward and figures per model (mean ± SE over prompts)</h2>" + "".join(gym_section(p) for p in gym))
     if judge:
         parts.append("<h2>Judge agreement and win rates</h2>" + "".join(judge_section(p) for p in judge))
-    if tradeoff:
-        parts.append("<h2>CTRL: KL–win-rate trade-off</h2>" + "".join(tradeoff_section(p) for p in tradeoff))
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+    for section, files in extra:
+        if files:
+            parts.append(f"<h2>{esc(section.title)}</h2>" + "".join(section.render(p) for p in files))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path, gym: Sequence[str | Path] = (), judge: Sequence[str | Path] = (),
-                 tradeoff: Sequence[str | Path] = (), title: str = "alignkit run report") -> Path:
-    """Find the runs and evaluation files, render the page and write it atomically."""
+                 sections: Mapping[str, Sequence[str | Path]] | None = None, title: str = "alignkit run report") -> Path:
+    """Find the runs and evaluation files, render the page and write it atomically. `sections` gives files for
+    method sections by key (e.g. `{"tradeoff": [...]}`); a key no method declares is an error."""
     from alignkit.cache import write_text_atomic
 
     runs = find_runs(paths)
-    found = discover(runs)
-    files = {kind: list(dict.fromkeys([Path(p) for p in given] + found[kind]))
-             for kind, given in (("gym", gym), ("judge", judge), ("tradeoff", tradeoff))}
+    declared = method_sections(runs)
+    unknown = sorted(set(sections or {}) - set(declared))
+    if unknown:
+        raise ValueError(f"no method declares a report section {', '.join(unknown)}; known: {', '.join(sorted(declared)) or 'none'}")
+    found = discover(runs, declared)
+    given = {"gym": gym, "judge": judge, **{key: (sections or {}).get(key, ()) for key in declared}}
+    files = {kind: list(dict.fromkeys([Path(p) for p in given[kind]] + found[kind])) for kind in given}
     for kind, paths_ in files.items():
         for p in paths_:
             if not p.is_file():
                 raise ValueError(f"--{'gym-eval' if kind == 'gym' else kind} {p}: file not found")
-    return write_text_atomic(out, render(runs, files["gym"], files["judge"], files["tradeoff"], title))
+    extra = [(declared[key], files[key]) for key in declared]
+    return write_text_atomic(out, render(runs, files["gym"], files["judge"], extra, title))

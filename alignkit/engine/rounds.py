@@ -29,10 +29,12 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from alignkit.config import RecipeError, load_recipe, method_module
+from alignkit.config import Recipe, RecipeError, RecipePlan, load_plan, load_recipe, method_module
 from alignkit.config.online import JudgeSettings, OnlineSettings, is_online, load_online  # noqa: F401  (re-exported)
+from alignkit.engine.contract import defines
+from alignkit.engine.stages import mark_stage_complete, stage_status
 
 log = logging.getLogger("alignkit")
 
@@ -99,55 +101,107 @@ def judged_round(settings: OnlineSettings, model: str, prompts: list[Any], round
                      "unjudged_skipped": len(pairs) - len(judged)}
 
 
-def run_rounds(path: str | Path, overrides: list[str] | None = None, train_round: Any = None) -> list[dict[str, Any]]:
-    """Run (or continue) a rounds recipe; returns one summary dict per round."""
-    from alignkit.engine.run import mark_stage_complete, stage_status
-    from alignkit.generation.rollouts import write_jsonl
+@dataclass
+class Round:
+    """One round of a rounds recipe: where its judged samples and its model go, and the recipe it trains."""
 
-    settings, common = load_online(path, overrides)
-    out = Path(settings.output_dir)
-    base = load_recipe(settings.recipe, common, check_files=False)
-    module = method_module(base.method)
-    if not hasattr(module.Method, "record_from_judgment"):
-        raise RecipeError(f"{path}: method {base.method!r} cannot train on judged samples (no record_from_judgment)")
-    judge = None
-    model = base.model.path
-    summaries = []
+    index: int
+    folder: Path
+    data: Path  # round-<r>/judged.jsonl
+    model: str  # the policy it samples from: the previous round's model (or the recipe's model for round 0)
+    prompts: list[Any]
+    recipe: Recipe
+    stage: RoundStage
+
+
+def plan_rounds(plan: RecipePlan) -> list[Round]:
+    """Every round of a rounds recipe (loaded by `alignkit.config.load_plan`), each sampling from the round before."""
+    settings, common = plan.online, plan.round_overrides
+    assert settings is not None and plan.round_recipe is not None, "plan_rounds takes a rounds (online) recipe plan"
+    if not defines(method_module(plan.round_recipe.method).Method, "record_from_judgment"):
+        raise RecipeError(f"{plan.path}: method {plan.round_recipe.method!r} cannot train on judged samples (no record_from_judgment)")
+    out, model, rounds = Path(settings.output_dir), plan.round_recipe.model.path, []
     for r, prompts in enumerate(round_prompts(settings)):
         folder = out / f"round-{r}"
         data = folder / "judged.jsonl"
-        items = [*common, f"model.path={model}", f"data.train={data}", f"training.output_dir={folder}"]
-        recipe = load_recipe(settings.recipe, items, check_files=False)
-        stage = RoundStage(f"round-{r}", recipe, folder / "final")
-        status = stage_status(stage)
-        summary: dict[str, Any] = {"round": r, "model": model, "data": str(data)}
-        if status == "complete":
-            log.info("round %d/%d: complete (%s), skipped", r + 1, settings.rounds, stage.output)
-        else:
-            if not data.is_file():
-                from alignkit.engine.run import load_method
-                from alignkit.modeling.loading import load_tokenizer
+        recipe = load_recipe(settings.recipe, [*common, f"model.path={model}", f"data.train={data}", f"training.output_dir={folder}"],
+                             check_files=False)
+        rounds.append(Round(r, folder, data, model, prompts, recipe, RoundStage(f"round-{r}", recipe, folder / "final")))
+        model = str(folder / "final")
+    return rounds
 
-                judge = judge or make_judge(settings.judge)
-                method = load_method(recipe, load_tokenizer(recipe.model))
-                records, stats = judged_round(settings, model, prompts, r, method, judge, recipe)
-                write_jsonl(data, records)
-                (folder / "judged_stats.json").write_text(json.dumps(stats))
-                log.info("round %d/%d: %d judged samples (%.0f%% judged fine; %d without a judgment left out) -> %s",
-                         r + 1, settings.rounds, stats["samples"], 100 * stats["positive"], stats["unjudged_skipped"], data)
-            log.info("round %d/%d: %s", r + 1, settings.rounds, "resuming" if status == "interrupted" else "training")
-            (train_round or _train_in_process)(recipe, status == "interrupted")
-            mark_stage_complete(stage)
-        stats_file = folder / "judged_stats.json"
+
+def sample_round(plan: RecipePlan, rnd: Round, judges: dict[str, Any]) -> None:
+    """Write a round's judged samples (`judged.jsonl`, `judged_stats.json`) unless they are there already
+    (`judges` holds the judge once it is loaded, for the next rounds)."""
+    from alignkit.engine.run import load_method
+    from alignkit.generation.rollouts import write_jsonl
+    from alignkit.modeling.loading import load_tokenizer
+
+    if rnd.data.is_file():
+        return
+    settings = plan.online
+    assert settings is not None
+    if "judge" not in judges:
+        judges["judge"] = make_judge(settings.judge)
+    method = load_method(rnd.recipe, load_tokenizer(rnd.recipe.model))
+    records, stats = judged_round(settings, rnd.model, rnd.prompts, rnd.index, method, judges["judge"], rnd.recipe)
+    write_jsonl(rnd.data, records)
+    (rnd.folder / "judged_stats.json").write_text(json.dumps(stats))
+    log.info("round %d/%d: %d judged samples (%.0f%% judged fine; %d without a judgment left out) -> %s",
+             rnd.index + 1, settings.rounds, stats["samples"], 100 * stats["positive"], stats["unjudged_skipped"], rnd.data)
+
+
+def run_rounds(path: str | Path, overrides: list[str] | None = None, train_round: Callable[[Recipe, bool], Any] | None = None,
+               plan: RecipePlan | None = None) -> list[dict[str, Any]]:
+    """Run (or continue) a rounds recipe; returns one summary dict per round. `train_round(recipe, resume)` trains
+    one round (the orchestrator's, which may launch several processes; default: `train` in this process)."""
+    plan = plan or load_plan(path, overrides)
+    settings = plan.online
+    assert settings is not None, f"{path} is not a rounds recipe"
+    judges: dict[str, Any] = {}
+    summaries = []
+    for rnd in plan_rounds(plan):
+        status = stage_status(rnd.stage)
+        summary: dict[str, Any] = {"round": rnd.index, "model": rnd.model, "data": str(rnd.data)}
+        if status == "complete":
+            log.info("round %d/%d: complete (%s), skipped", rnd.index + 1, settings.rounds, rnd.stage.output)
+        else:
+            sample_round(plan, rnd, judges)
+            log.info("round %d/%d: %s", rnd.index + 1, settings.rounds, "resuming" if status == "interrupted" else "training")
+            (train_round or _train_in_process)(rnd.recipe, status == "interrupted")
+            mark_stage_complete(rnd.stage)
+        stats_file = rnd.folder / "judged_stats.json"
         if stats_file.is_file():
             summary.update(json.loads(stats_file.read_text()))
-        summary["checkpoint"] = str(stage.output)
+        summary["checkpoint"] = str(rnd.stage.output)
         summaries.append(summary)
-        model = str(stage.output)
     return summaries
 
 
-def _train_in_process(recipe: Any, resume: bool) -> None:
+def prepare_rounds(plan: RecipePlan) -> list[str]:
+    """`alignkit prepare` on a rounds recipe: draw and judge the first unfinished round's samples (from a model that
+    exists) and compute its method's signals; later rounds wait for the model the round before trains."""
+    from alignkit.engine.run import prepare
+
+    settings = plan.online
+    assert settings is not None
+    lines, judges, ready = [], {}, True
+    for rnd in plan_rounds(plan):
+        status = stage_status(rnd.stage)
+        if status == "complete":
+            lines.append(f"round {rnd.index}: complete ({rnd.stage.output})")
+            continue
+        if not ready:
+            lines.append(f"round {rnd.index}: waits for {rnd.model} (prepared when the rounds recipe trains)")
+            continue
+        sample_round(plan, rnd, judges)
+        lines.append(f"round {rnd.index}: judged samples in {rnd.data}\n{prepare(rnd.recipe)}")
+        ready = False  # the next round samples from this round's model, which training writes
+    return lines
+
+
+def _train_in_process(recipe: Recipe, resume: bool) -> None:
     from alignkit.engine.run import train
 
     train(recipe, resume=resume)

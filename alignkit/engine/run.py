@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import Recipe, method_module
+from alignkit.config import Recipe, RecipeError, method_module
 from alignkit.data.records import stand_ins
 from alignkit.data.sources import Mixture, load_sources
 from alignkit.distributed import cpu_multiprocess, distributed_state
+from alignkit.engine.contract import AlignMethod
 from alignkit.engine.signals import Rewards, Samples, SequenceLogps, SignalReport, TokenTopK
+from alignkit.engine.stages import STAGE_MARKER, mark_stage_complete, stage_key, stage_status  # noqa: F401  (re-exported)
 
 log = logging.getLogger("alignkit")
 PROBE_EXAMPLES = 64  # train examples used for before/after evaluation when the recipe has no eval set
@@ -32,7 +34,7 @@ class Prepared:
     """Everything built from a recipe before the policy is loaded."""
 
     recipe: Recipe
-    method: Any
+    method: AlignMethod
     tokenizer: Any
     train_examples: list[dict[str, Any]]
     eval_examples: list[dict[str, Any]]
@@ -65,7 +67,7 @@ class TrainSummary:
     data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # records per source (train, eval)
 
 
-def _records_for(method: Any, entries: list[Any], recipe: Recipe, split: str) -> tuple[list[Any], Mixture]:
+def _records_for(method: AlignMethod, entries: list[Any], recipe: Recipe, split: str) -> tuple[list[Any], Mixture]:
     mixture = load_sources(entries, recipe.data.format, skip_invalid=recipe.data.skip_invalid, seed=recipe.training.seed,
                            default_split=split)
     want = method.record_type
@@ -81,9 +83,13 @@ def _records_for(method: Any, entries: list[Any], recipe: Recipe, split: str) ->
     return records, mixture
 
 
-def load_method(recipe: Recipe, tokenizer: Any) -> Any:
-    """The recipe's method object."""
-    method = method_module(recipe.method).Method(recipe.method_settings(), tokenizer, recipe.data)
+def load_method(recipe: Recipe, tokenizer: Any) -> AlignMethod:
+    """The recipe's method object (its `Method` must implement the contract, `alignkit.engine.contract.AlignMethod`)."""
+    cls = method_module(recipe.method).Method
+    if not (isinstance(cls, type) and issubclass(cls, AlignMethod)):
+        raise RecipeError(f"method {recipe.method!r}: its Method must subclass alignkit.engine.contract.AlignMethod "
+                          "(e.g. through alignkit.engine.method.CompletionMethod)")
+    method = cls(recipe.method_settings(), tokenizer, recipe.data)
     if "flash" not in (recipe.model.attn_implementation or ""):  # varlen flash-attention takes one packed row
         method.pack_width = recipe.data.max_length
     return method
@@ -102,7 +108,7 @@ def build(recipe: Recipe, compute_signals: bool = True) -> Prepared:
     data = {"train": [s.to_json() for s in mixture.sources]}
     selected = method.select_records(records)
     if len(selected) != len(records):
-        notes.append(f"train data: {recipe.method} kept {len(selected)} of {len(records)} records (method's selection, e.g. CUT's Align-P downsampling)")
+        notes.append(f"train data: {recipe.method} kept {len(selected)} of {len(records)} records (the method's own selection)")
         records = selected
     eval_records: list[Any] = []
     if recipe.data.eval:
@@ -222,13 +228,14 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
         from alignkit.engine.generation_eval import reference_samples
 
         reference = reference_samples(prep)
+    prep.method.setup(recipe)  # what the training loop needs (scorers, samplers), before ZeRO-3 would shard it
     args = training_arguments(recipe)
     # Seeded again: whether `build` found its caches (a tiny model built, samples drawn) must not change a LoRA
     # adapter's random initialisation.
     set_seed(recipe.training.seed)
     model = load_causal_lm(recipe.model, trainable=True, gradient_checkpointing=recipe.training.gradient_checkpointing,
-                           kind=getattr(prep.method, "model_kind", "causal_lm"))
-    trainer_class = getattr(prep.method, "trainer_class", None) or AlignTrainer
+                           kind=prep.method.model_kind)
+    trainer_class = prep.method.trainer_class or AlignTrainer
     trainer = trainer_class(
         model=model, args=args, method=prep.method, live_references=live_references(prep),
         train_dataset=datasets.Dataset.from_list(prep.train_examples),
@@ -249,7 +256,7 @@ def train(recipe: Recipe, resume: bool | str = False) -> TrainSummary:
     seconds = time.perf_counter() - t0
     final = Path(recipe.training.output_dir) / "final"
     trainer.save_model(str(final))
-    if trainer.is_world_process_zero():  # what trained it travels with the model (ADPA reads a teacher's reference)
+    if trainer.is_world_process_zero():  # what trained it travels with the model (a later stage may read it)
         from alignkit.cache import write_text_atomic
         from alignkit.config import SAVED_RECIPE, recipe_to_yaml
 
@@ -286,39 +293,6 @@ def write_run_summary(summary: TrainSummary, recipe: Recipe, log_history: list[d
     value = {**dataclasses.asdict(summary), "recipe": recipe.model_dump(mode="json"), "log_history": log_history}
     write_text_atomic(path, json.dumps(value, indent=1, default=str) + "\n")
     return path
-
-
-STAGE_MARKER = "stage.json"
-
-
-def stage_status(stage: Any) -> str:
-    """`complete` (its model is saved by this exact recipe), `interrupted` (checkpoints to resume from),
-    `changed` (a model from a different recipe is there: train again) or `new`."""
-    out = stage.output.parent
-    marker = out / STAGE_MARKER
-    if (stage.output / "model.safetensors").is_file() and marker.is_file():
-        try:
-            done = json.loads(marker.read_text()).get("recipe") == stage_key(stage.recipe)
-        except ValueError:
-            done = False
-        return "complete" if done else "changed"
-    return "interrupted" if any(out.glob("checkpoint-*")) else "new"
-
-
-def mark_stage_complete(stage: Any) -> None:
-    """Record that the stage's model was trained by exactly its recipe (checked by `stage_status`)."""
-    from alignkit.cache import write_text_atomic
-
-    write_text_atomic(stage.output.parent / STAGE_MARKER, json.dumps({"stage": stage.name, "recipe": stage_key(stage.recipe)}))
-
-
-def stage_key(recipe: Any) -> str:
-    """The key a stage's marker records: the recipe's settings that differ from their defaults. A field a
-    later alignkit version adds with a default (or a recipe spelling out a default) leaves it unchanged,
-    so an upgrade does not retrain finished stages."""
-    from alignkit.cache import content_key
-
-    return content_key(recipe.model_dump(mode="json", exclude_defaults=True))
 
 
 def strip_eval(metrics: dict[str, Any]) -> dict[str, float]:
@@ -363,3 +337,13 @@ def summary_lines(summary: TrainSummary) -> list[str]:
         f"signals: {summary.reference}",
         f"checkpoint: {summary.checkpoint}",
     ]
+
+
+def print_summary(summary: TrainSummary) -> None:
+    """The run's table, its notes and its facts on the console (what `alignkit train` shows when a run ends)."""
+    from rich.console import Console
+
+    console = Console(width=max(100, Console().width))
+    console.print(format_summary(summary))
+    for line in summary.notes + summary_lines(summary):
+        console.print(line, highlight=False, soft_wrap=True)

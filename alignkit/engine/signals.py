@@ -154,7 +154,7 @@ def compute_samples(signal: Samples, records: Sequence[Any], recipe: Any, report
 def compute_rewards(signal: Rewards, samples: dict[str, list[dict[str, Any]]], sample_signal: Samples,
                     report: SignalReport) -> dict[str, list[float]]:
     """Score every sampled completion (cached by the scorer's identity and the samples)."""
-    from alignkit.judge.scorer import make_scorer
+    from alignkit.judge.scorer import make_scorer, scorer_identity
     from alignkit.scoring.base import score_groups
 
     spec = signal.scorer
@@ -166,7 +166,8 @@ def compute_rewards(signal: Rewards, samples: dict[str, list[dict[str, Any]]], s
         return holder["scorer"]
 
     texts = {k: [c["text"] for c in cs] for k, cs in samples.items()}
-    key = content_key("rewards", scorer().identity, sorted((k, v) for k, v in texts.items()))
+    identity = scorer_identity(spec.kind, spec.path, spec.template, **dict(spec.options)) or scorer().identity  # no load on a hit
+    key = content_key("rewards", identity, sorted((k, v) for k, v in texts.items()))
     path = cache_dir() / "signals" / "rewards" / f"{key}.json"
 
     def load() -> dict[str, list[float]] | None:

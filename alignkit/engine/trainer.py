@@ -7,10 +7,10 @@ The engine supplies the reference values of each `SequenceLogps` signal by its r
 - `model`: a frozen model runs under `no_grad` (prepared like the policy: sharded under ZeRO-3);
 - `adapter`: the policy itself with its LoRA adapter disabled.
 
-On-policy methods define `rollout(model, batch, context)`: it is called on every batch before the loss
-(training and evaluation), with a `RolloutContext` (the global step, the accelerator, whether the model
-trains), and returns the batch to score, e.g. completions sampled from the current policy through a
-`PolicySampler` and their rewards.
+Every batch goes through the method's `rollout(model, batch, context)` before the loss (training and
+evaluation), with a `RolloutContext` (the global step, the accelerator, whether the model trains); on-policy
+methods return the batch to score there, e.g. completions sampled from the current policy through a
+`PolicySampler` and their rewards (the contract's default returns the batch unchanged).
 
 Metrics are per-example tensors [B] (NaN where a metric does not apply to an example, so shapes match
 across processes). They are summed over every micro-batch since the last log and reduced across
@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import torch
 from transformers import Trainer
 
+from alignkit.engine.contract import AlignMethod, RolloutContext
+
 
 @dataclass
 class LiveReference:
@@ -38,20 +40,10 @@ class LiveReference:
     model: Any = None
 
 
-@dataclass
-class RolloutContext:
-    """What an on-policy `rollout` may need from the trainer."""
-
-    step: int
-    accelerator: Any
-    training: bool
-    trainer: Any
-
-
 class AlignTrainer(Trainer):
     """Trainer for alignkit methods (no TRL private hooks are used or overridden)."""
 
-    def __init__(self, *args: Any, method: Any, live_references: Sequence[LiveReference] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, method: AlignMethod, live_references: Sequence[LiveReference] = (), **kwargs: Any) -> None:
         kwargs.setdefault("data_collator", method.collate)
         super().__init__(*args, **kwargs)
         self.method = method
@@ -87,9 +79,7 @@ class AlignTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
         """The method's loss on this batch; per-example metrics are accumulated for logging."""
-        rollout = getattr(self.method, "rollout", None)
-        if rollout is not None:
-            inputs = rollout(model, inputs, RolloutContext(self.state.global_step, self.accelerator, model.training, self))
+        inputs = self.method.rollout(model, inputs, RolloutContext(self.state.global_step, self.accelerator, model.training, self))
         ref = self.reference_outputs(model, inputs)
         out = self.method.sequence_outputs(model, inputs)
         loss, metrics = self.method.loss(out, ref)
@@ -136,7 +126,6 @@ class AlignTrainer(Trainer):
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         metrics = self._drain_metrics(mode)
         logs.update({(f"eval_{n}" if mode == "eval" else n): v for n, v in metrics.items()})
-        scalars = getattr(self.method, "log_scalars", None)  # method-level running figures (e.g. time spent sampling)
-        if scalars is not None and mode == "train":
-            logs.update(scalars())
+        if mode == "train":  # method-level running figures (e.g. time spent sampling)
+            logs.update(self.method.log_scalars())
         super().log(logs, start_time)

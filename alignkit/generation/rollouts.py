@@ -147,3 +147,20 @@ def rollouts(model: Any, prompt_rows: Sequence[dict[str, Any]], params: Sampling
     if cache:
         write_jsonl(cached, rows)
     return rows
+
+
+def static_prefix_tokens(model: str, template: str) -> int | None:
+    """How many tokens a template's static prefix (URIAL's in-context examples) takes under `model`'s tokenizer,
+    counted as the prompt truncation counts it (None for a template without one). `max_prompt_length` must
+    exceed it: it bounds the whole prompt and the prefix is never cut."""
+    from alignkit.data.templates import static_prefix
+
+    if static_prefix(template) is None:
+        return None
+    from alignkit.config import ModelSettings
+    from alignkit.data.tokenization import adds_special_tokens, prefixed_text_ids
+    from alignkit.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelSettings(path=model))
+    _, length = prefixed_text_ids(tokenizer, static_prefix(template), template, adds_special_tokens(template))
+    return length

@@ -35,6 +35,23 @@ class JudgeScorer:
         return [float("nan") if v.value is None else (v.value - low) / (high - low) for v in verdicts]
 
 
+def scorer_identity(kind: str, path: str | None = None, template: str = "chat", **options: Any) -> str | None:
+    """`make_scorer(kind, path, template, **options).identity` without loading a model where that is possible
+    (a reward model's weights are hashed, not loaded; gold needs no model); None for a judge, whose identity
+    depends on the template and model it loads."""
+    kind = SCORER_ALIASES.get(kind, kind)
+    if kind == "reward-model" and path:
+        from alignkit.scoring.reward_model import check_options, reward_model_identity
+
+        check_options(options)
+        return reward_model_identity(path, template, **options)
+    if kind == "gold":
+        from alignkit.scoring.gold import gold_identity
+
+        return gold_identity()
+    return None
+
+
 def make_scorer(kind: str, path: str | None = None, template: str = "chat", **options: Any) -> Scorer:
     """A scorer by name: `reward-model` (alias `rm`; needs a model path), `judge` (a judge model folder or
     endpoint), `gold`. A reward model's options (`trust_remote_code`, `output`, `device`, `dtype`,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, Sequence
 
 from alignkit.paligner.mcts import Node, Tree
@@ -87,3 +88,22 @@ def step_rows(trees: Sequence[Tree], table: PrincipleTable) -> list[dict[str, An
                 rows.append({"prompt": rewrite_request(parent.instruction, principle), "completion": rewrite_answer(node.instruction),
                              "action": node.action, "gain": node.reward - parent.reward})
     return rows
+
+
+def write_training_data(trees_file: str | Path, out: str | Path, limit: int | None = None, random_node: bool = False,
+                        principles: str | Path | None = None) -> dict[Path, int]:
+    """`alignkit paligner export`: the training files of finished trees (preference pairs, best rewrites and, for whole
+    trees, principle-guided steps; or one random node per tree, `random_node`) in `out`; rows written per file."""
+    from alignkit.generation.rollouts import write_jsonl
+    from alignkit.paligner.mcts import load_trees
+
+    trees = load_trees(trees_file)
+    table = PrincipleTable.load(principles) if principles else PrincipleTable()
+    files = {"sft_random.jsonl": random_node_rows(trees)} if random_node else {
+        "preference.jsonl": preference_rows(trees, limit), "sft_best.jsonl": best_rows(trees, limit),
+        **({} if limit else {"sft_steps.jsonl": step_rows(trees, table)})}
+    written = {}
+    for name, rows in files.items():
+        write_jsonl(Path(out) / name, rows)
+        written[Path(out) / name] = len(rows)
+    return written

@@ -107,3 +107,21 @@ def rewrite_prompts(generator: Any, prompts: Sequence[str], max_tokens: int = 40
     results = generate_with_progress(generator, [rewrite_request(p) for p in prompts],
                                      SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, seed=0), desc="rewrite")
     return [parse_rewrite(result.completions[0].text, raw) for raw, result in zip(prompts, results)]
+
+
+def rewrite_file(model: str, prompts: str, out: str, format: str | None = None, backend: str = "auto",
+                 max_tokens: int = 4096, limit: int | None = None) -> tuple[int, int]:
+    """`alignkit rewrite`: rewrite every prompt of a prompt file with a trained rewriter (a model folder or an endpoint
+    URL) into a JSONL file of rows with `prompt` (rewritten), `raw_prompt` and `parsed`, plus the input row's fields.
+    Returns (prompts rewritten, prompts that kept their raw form)."""
+    from alignkit.generation.backends import load_generator
+    from alignkit.generation.rollouts import read_prompt_rows, write_jsonl
+
+    url = model.startswith(("http://", "https://"))
+    rows = read_prompt_rows(prompts, format)
+    if limit:
+        rows = rows[:limit]
+    raws = [r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][-1]["content"] for r in rows]
+    rewritten = rewrite_prompts(load_generator(model, "openai" if url else backend), raws, max_tokens)
+    write_jsonl(out, [{**r, "prompt": new, "raw_prompt": raw, "parsed": parsed} for r, raw, (new, parsed) in zip(rows, raws, rewritten)])
+    return len(rows), sum(not parsed for _, parsed in rewritten)

@@ -115,6 +115,33 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Synthes
     return config
 
 
+def make_rewriter(settings: RewriterSettings) -> Any:
+    """The MCTS expansion operator a synthesis config names: the gym's rule rewriter, a chat model, or an endpoint."""
+    from alignkit.config import RecipeError
+
+    if settings.kind == "gym":
+        from alignkit.gym.rewriter import GymRuleRewriter
+
+        return GymRuleRewriter()
+    from alignkit.generation.backends import load_generator
+    from alignkit.paligner.rewrite import ModelRewriter
+
+    if settings.kind == "endpoint":
+        if not settings.url:
+            raise RecipeError("rewriter.url is required for an endpoint rewriter")
+        generator = load_generator(settings.url, "openai", api_key=settings.api_key,
+                                   **({"model_name": settings.model} if settings.model else {}))
+    else:
+        from alignkit.config import TINY_MODEL_PREFIX, model_source_problem
+
+        problem = model_source_problem(settings.model) if settings.model and not settings.model.startswith(
+            ("http://", "https://", TINY_MODEL_PREFIX)) else None
+        if problem:
+            raise RecipeError(f"rewriter.model: {problem}")
+        generator = load_generator(settings.model, settings.backend)
+    return ModelRewriter(generator, settings.style, settings.max_tokens, settings.temperature, settings.seed)
+
+
 def read_seeds(config: SynthesisConfig) -> tuple[list[str], list[str | None]]:
     """Seed instructions and their principle domains."""
     rows = [json.loads(line) for line in Path(config.seeds).read_text(encoding="utf-8-sig").splitlines() if line.strip()]

@@ -43,16 +43,12 @@ class RewardModelScorer:
                  max_prompt_length: int | None = None, dtype: str = "auto", trust_remote_code: bool = False,
                  output: str = "logits", device: str | None = None, max_batch_tokens: int = 16384,
                  revision: str | None = None) -> None:
-        from alignkit.config import ModelSettings, saved_recipe
         from alignkit.data.tokenization import PromptCompletionTokenizer
-        from alignkit.modeling.loading import frozen_placement, load_frozen, load_tokenizer, model_fingerprint, placed_settings, resolve_model_path
+        from alignkit.modeling.loading import frozen_placement, load_frozen, load_tokenizer
 
         parse_output(output)  # a malformed selector fails before the model loads
-        trained = (saved_recipe(resolve_model_path(path)) or {}).get("data")
-        if trained:  # alignkit trained it: score with its own template and lengths
-            template, max_length = trained["template"], trained["max_length"]
-            max_prompt_length = trained["max_prompt_length"]
-        settings = ModelSettings(path=path, dtype=dtype, trust_remote_code=trust_remote_code, device=device, revision=revision)
+        settings, template, max_length, max_prompt_length = _scoring_setup(path, template, max_length, max_prompt_length, dtype,
+                                                                           trust_remote_code, device, revision)
         self.tokenizer = load_tokenizer(settings)
         self.model = load_frozen(settings, kind="sequence_classifier", labels=None)
         labels = getattr(self.model.config, "num_labels", 1)
@@ -61,13 +57,10 @@ class RewardModelScorer:
                              f"(`output: logits:K`) or the model's own reward attribute (e.g. `output: score` for ArmoRM)")
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        max_prompt_length = max_prompt_length or max_length // 2
         self.tokens = PromptCompletionTokenizer(self.tokenizer, template, max_length, max_prompt_length)
         self.template, self.batch_size, self.max_batch_tokens, self.output = template, batch_size, max_batch_tokens, output
         self.device, self.dtype = frozen_placement(settings)
-        selector = "" if output == "logits" else f"|{output}"
-        self.identity = (f"reward-model:{model_fingerprint(placed_settings(settings))}|{template}|{max_length}|"
-                         f"{max_prompt_length}{selector}")
+        self.identity = _identity(settings, template, max_length, max_prompt_length, output)
 
     def score(self, prompt: Prompt, completions: Sequence[str]) -> list[float]:
         """Reward of each completion of one prompt."""
@@ -94,6 +87,40 @@ class RewardModelScorer:
                     out[i] = value
                 bar.update(len(group))
         return out
+
+
+def _scoring_setup(path: str, template: str, max_length: int, max_prompt_length: int | None, dtype: str,
+                   trust_remote_code: bool, device: str | None, revision: str | None) -> tuple[Any, str, int, int]:
+    """The load settings, template and lengths a reward model scores with: those it was trained with when alignkit
+    trained it (its saved recipe), the given ones otherwise."""
+    from alignkit.config import ModelSettings, saved_recipe
+    from alignkit.modeling.loading import resolve_model_path
+
+    trained = (saved_recipe(resolve_model_path(path)) or {}).get("data")
+    if trained:  # alignkit trained it: score with its own template and lengths
+        template, max_length = trained["template"], trained["max_length"]
+        max_prompt_length = trained["max_prompt_length"]
+    settings = ModelSettings(path=path, dtype=dtype, trust_remote_code=trust_remote_code, device=device, revision=revision)
+    return settings, template, max_length, max_prompt_length or max_length // 2
+
+
+def _identity(settings: Any, template: str, max_length: int, max_prompt_length: int, output: str) -> str:
+    from alignkit.modeling.loading import model_fingerprint, placed_settings
+
+    selector = "" if output == "logits" else f"|{output}"
+    return f"reward-model:{model_fingerprint(placed_settings(settings))}|{template}|{max_length}|{max_prompt_length}{selector}"
+
+
+def reward_model_identity(path: str, template: str = "chat", batch_size: int = 32, max_length: int = 1024,
+                          max_prompt_length: int | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+                          output: str = "logits", device: str | None = None, max_batch_tokens: int = 16384,
+                          revision: str | None = None) -> str:
+    """`RewardModelScorer(...).identity` without loading the model (its weights are hashed, not loaded): what a
+    cache of its scores is keyed by, so a cache hit needs no model."""
+    parse_output(output)
+    settings, template, max_length, max_prompt_length = _scoring_setup(path, template, max_length, max_prompt_length, dtype,
+                                                                       trust_remote_code, device, revision)
+    return _identity(settings, template, max_length, max_prompt_length, output)
 
 
 def parse_output(selector: str) -> tuple[str, int | None]:

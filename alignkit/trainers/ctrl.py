@@ -50,12 +50,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from alignkit.data.records import PromptOnly, prompt_key
+from alignkit.engine.contract import ReportSection
 from alignkit.engine.method import CompletionMethod, MethodArgs, SamplerArgs
 from alignkit.engine.signals import Rewards, ScorerSpec, SequenceLogps
 from alignkit.generation.base import SamplingParams
@@ -187,10 +189,53 @@ def make_transform(args: Args, m: int) -> Any:
     return exponential(t if args.transform == "bon" else -t) if args.normalized else family(t)
 
 
+# -- `alignkit report`: the KL–win-rate trade-off ----------------------------------------------------------------
+
+
+def tradeoff_plot(data: dict[str, Any]) -> str:
+    """Analytic KL–win-rate curves with the measured policies on top (an `eval/ctrl_tradeoff.py` result)."""
+    from alignkit.engine.report import figure, png
+
+    fig, ax = figure(6.0, 3.8)
+    measured = data.get("measured") or {}
+    max_kl = max([v["kl"][0] for v in measured.values()] or [1.0])
+    for name, curve in (data.get("curves") or {}).items():
+        pts = [(k, w) for k, w in zip(curve["kl"], curve["winrate"]) if k <= max(3.0, 1.5 * max_kl)]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"analytic: {name}")
+    n = data.get("n", "N")
+    for label, v in measured.items():
+        (kl, kl_se), (win, win_se) = v["kl"], v.get("rm_bon", v.get("rm_standard"))
+        ax.errorbar(kl, win, xerr=kl_se, yerr=win_se, fmt="o", capsize=3, label=f"measured: {label}")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set_xlabel("KL(π ‖ π_ref), nats", fontsize=8)
+    ax.set_ylabel(f"best-of-{n} win rate vs π_ref", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return png(fig)
+
+
+def tradeoff_section(path: Path) -> str:
+    """A CTRL KL–win-rate result (`eval/ctrl_tradeoff.py`'s tradeoff.json): the plot and the measured table."""
+    import json
+
+    from alignkit.engine.report import esc, img, mean_se, table
+
+    data = json.loads(path.read_text())
+    measured = data.get("measured") or {}
+    keys = list(dict.fromkeys(k for v in measured.values() for k in v))
+    rows = [[esc(label)] + [mean_se(v.get(k)) for k in keys] for label, v in measured.items()]
+    meta = ", ".join(f"{k}: {esc(data[k])}" for k in ("base", "reward_model", "samples", "n", "t") if data.get(k) is not None)
+    return (f"<h3>{esc(path)}</h3><p class=meta>{meta}</p>" + img(tradeoff_plot(data), f"KL–win-rate trade-off ({path.name})")
+            + table(["policy", *keys], rows))
+
+
 class Method(CompletionMethod):
     """CTRL as an on-policy engine method: batches are prompts; `rollout` samples, scores and calibrates."""
 
     record_type = PromptOnly
+    report_sections = (ReportSection("tradeoff", "CTRL: KL–win-rate trade-off", ("tradeoff.json", "*/tradeoff.json"),
+                                     tradeoff_section),)
 
     def __init__(self, args: Any, tokenizer: Any, data: Any) -> None:
         super().__init__(args, tokenizer, data)
@@ -198,10 +243,14 @@ class Method(CompletionMethod):
         self.sampler: Any = None
         self.scorer: Any = None
         self.heldout: Any = None
-        self.transform: Any = None
         self.calibrators: dict[str, Any] = {}
         self.seconds = {"sample": 0.0, "score": 0.0}
-        self.beta: float | None = None if args.beta == "auto" else float(args.beta)  # auto: resolved with the transform
+        self.transform = make_transform(args, args.calibration_samples)
+        self.beta: float = resolve_beta(args, self.transform)
+        if args.kl_penalty == "loss" or args.kl_estimator == "k3":
+            log.warning("CTRL: kl_penalty=%s, kl_estimator=%s: the k3 term's gradient is not the gradient of E[R] - beta*KL "
+                        "(biased for the reverse-KL objective the transform and beta are chosen for); the defaults "
+                        "(reward, k1) are unbiased", args.kl_penalty, args.kl_estimator)
 
     # -- declared signals: reference samples and their rewards ---------------------------------------
 
@@ -225,10 +274,10 @@ class Method(CompletionMethod):
                                    self._scorer_spec(a.heldout_reward, a.heldout_reward_model, recipe, a.heldout_reward_options),
                                    role="heldout reward"))
         signals.append(SequenceLogps(("sample_logps",), ref, a.reference))
-        self._setup(recipe)
         return signals
 
-    def _setup(self, recipe: Any) -> None:
+    def setup(self, recipe: Any) -> None:
+        """The policy sampler and the scorers the training loop uses (loaded once, before the trainer is built)."""
         from alignkit.judge.scorer import make_scorer
 
         a = self.args
@@ -237,12 +286,6 @@ class Method(CompletionMethod):
         self.scorer = make_scorer(a.reward, a.reward_model, template, **a.reward_options)
         if a.heldout_reward:
             self.heldout = make_scorer(a.heldout_reward, a.heldout_reward_model, template, **a.heldout_reward_options)
-        self.transform = make_transform(a, a.calibration_samples)
-        self.beta = resolve_beta(a, self.transform)
-        if a.kl_penalty == "loss" or a.kl_estimator == "k3":
-            log.warning("CTRL: kl_penalty=%s, kl_estimator=%s: the k3 term's gradient is not the gradient of E[R] - beta*KL "
-                        "(biased for the reverse-KL objective the transform and beta are chosen for); the defaults "
-                        "(reward, k1) are unbiased", a.kl_penalty, a.kl_estimator)
 
     def select_records(self, records: list[PromptOnly]) -> list[PromptOnly]:
         """At most `calibration_prompts` distinct train prompts (a seeded sample, in file order), every record of
@@ -316,7 +359,8 @@ class Method(CompletionMethod):
         return torch.tensor(scores, dtype=torch.float64)
 
     def _calibrate(self, name: str, keys: list[str], raw: torch.Tensor) -> torch.Tensor:
-        """Calibrated rewards [P, k]; prompts without stored reference samples are sampled now (spec Q8)."""
+        """Calibrated rewards [P, k]. Every prompt must have reference samples (`signals` declares them for every train
+        and eval prompt, spec Q8); a prompt without them is a KeyError, never silently sampled or skipped."""
         missing = [k for k in dict.fromkeys(keys) if k not in self.signal_values[name]]
         if missing:
             raise KeyError(f"{len(missing)} prompts have no reference samples; `alignkit prepare` covers every train "
@@ -371,8 +415,6 @@ class Method(CompletionMethod):
         """Mean policy-gradient loss over the sampled sequences, and per-sequence metrics."""
         a = self.args
         p, k = (int(x) for x in out["group"])
-        if self.beta is None:
-            raise RuntimeError("CTRL: beta: auto is resolved with the transform when the method's signals are declared")
         losses, advantages = ctrl_loss(out["sample_logps"], ref["sample_logps"], out["transformed"].view(p, k), self.beta,
                                        a.kl_penalty, a.kl_estimator, a.baseline)
         kl = (out["sample_logps"] - ref["sample_logps"]).detach()
