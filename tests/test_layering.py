@@ -15,6 +15,7 @@ EXEMPT_FROM_MAX_LINES = {"alignkit/gym/": "the gym's world is being split into t
 # Imports that go up a layer on purpose, each with its reason (docs/architecture.md names them too).
 ALLOWED_UPWARD = {
     ("eval.real_path_check", "alignkit.cli"): "a GPU check script that runs the command-line routes end to end, as a user does",
+    ("eval.trace_layers", "alignkit.cli"): "measures the path from the command line to a method's loss, so it starts there",
 }
 # Words that are registered method names and also plain words the engine must use (a "reward" signal, role "reward").
 GENERIC_METHOD_WORDS = {"reward", "sft"}

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from alignkit.config import Recipe, RecipeError, RecipePlan, load_plan, load_recipe, method_module
 from alignkit.config.online import JudgeSettings, OnlineSettings, is_online, load_online  # noqa: F401  (re-exported)
-from alignkit.engine.contract import defines
+from alignkit.engine.contract import AlignMethod, defines
 from alignkit.engine.stages import mark_stage_complete, stage_status
 
 log = logging.getLogger("alignkit")
@@ -76,7 +76,7 @@ def make_judge(settings: JudgeSettings) -> Any:
                        api_key=settings.api_key, model_name=settings.model_name)
 
 
-def judged_round(settings: OnlineSettings, model: str, prompts: list[Any], round_index: int, method: Any,
+def judged_round(settings: OnlineSettings, model: str, prompts: list[Any], round_index: int, method: AlignMethod,
                  judge: Any, recipe: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Sample from `model`, judge every response, and turn each into the method's record (as a dict)."""
     from alignkit.data.records import prompt_json

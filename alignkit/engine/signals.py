@@ -33,6 +33,7 @@ from alignkit.cache import atomic_path, cache_dir, content_key
 from alignkit.config import ModelSettings
 from alignkit.data.records import prompt_json, prompt_key
 from alignkit.distributed import main_process_first
+from alignkit.engine.contract import AlignMethod
 from alignkit.generation.base import SamplingParams
 from alignkit.modeling.batching import SCORING_VERSION, pad_rows, scored_count
 
@@ -232,7 +233,7 @@ def _load_frozen(settings: ModelSettings) -> Any:
 
 
 @torch.no_grad()
-def sequence_values(model: Any, examples: Sequence[dict[str, Any]], method: Any, keys: Sequence[str], batch_size: int,
+def sequence_values(model: Any, examples: Sequence[dict[str, Any]], method: AlignMethod, keys: Sequence[str], batch_size: int,
                     desc: str = "reference") -> dict[str, torch.Tensor]:
     """`method.sequence_outputs(model, batch)[key]` over all examples in order, stacked per key."""
     model.eval()
@@ -249,7 +250,7 @@ def sequence_values(model: Any, examples: Sequence[dict[str, Any]], method: Any,
     return {k: torch.cat(v) for k, v in acc.items()}
 
 
-def compute_sequence_logps(signal: SequenceLogps, method: Any, examples: list[dict[str, Any]], batch_size: int,
+def compute_sequence_logps(signal: SequenceLogps, method: AlignMethod, examples: list[dict[str, Any]], batch_size: int,
                            report: SignalReport) -> None:
     """Attach `ref_<key>` to every example, computing and caching the values on a miss."""
     from alignkit.modeling.loading import model_fingerprint, placed_settings
@@ -342,7 +343,7 @@ class TopKStore:
         return out
 
 
-def _topk_sequences(method: Any, examples: Sequence[dict[str, Any]], completions: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+def _topk_sequences(method: AlignMethod, examples: Sequence[dict[str, Any]], completions: Sequence[str]) -> list[tuple[list[int], list[int]]]:
     rows = []
     for ex in examples:
         named = method.sequences(ex)
@@ -384,7 +385,7 @@ def _fill_topk(model: Any, rows: list[tuple[list[int], list[int]]], signal: Toke
             bar.update(len(part))
 
 
-def compute_token_topk(signal: TokenTopK, method: Any, examples: list[dict[str, Any]], batch_size: int,
+def compute_token_topk(signal: TokenTopK, method: AlignMethod, examples: list[dict[str, Any]], batch_size: int,
                        report: SignalReport) -> TopKStore:
     """The signal's store over `examples` (train then eval, indexed by `example_index`), computed on a miss."""
     from alignkit.modeling.loading import model_fingerprint, placed_settings
