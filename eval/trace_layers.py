@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the Layers table is read as tests/test_layering.py reads it
+from test_layering import layer_table  # noqa: E402
 
 ROUTES = {
     "ctrl": ["recipes/ctrl_tiny.yaml", "method_args.calibration_samples=4", "method_args.calibration_prompts=2",
@@ -41,18 +42,6 @@ ROUTES = {
                "online.sampling={temperature: 1.0, max_tokens: 8}", "training.max_steps=1", "training.per_device_train_batch_size=2",
                "data.eval=[]"],
 }
-
-
-def layer_table(doc: Path) -> dict[str, int]:
-    """{module prefix: layer} from the "Layers" table of docs/architecture.md (as tests/test_layering.py reads it)."""
-    section = doc.read_text().split("\n## Layers", 1)[1].split("\n## ", 1)[0]
-    table = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 2 and cells[0].isdigit():
-            for name in re.findall(r"`((?:alignkit|eval)(?:\.\w+)*)`", cells[1]):
-                table[name] = int(cells[0])
-    return table
 
 
 class Tracer:

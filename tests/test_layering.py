@@ -22,9 +22,9 @@ GENERIC_METHOD_WORDS = {"reward", "sft"}
 LOADS = {"import_module", "__import__", "module_from_spec", "exec_module", "load_module", "reload", "run_module", "run_path"}
 
 
-def layer_table() -> dict[str, int]:
+def layer_table(doc: Path = DOC) -> dict[str, int]:
     """{module prefix: layer} from the table under "## Layers" in docs/architecture.md (the modules column)."""
-    section = DOC.read_text().split("\n## Layers", 1)[1].split("\n## ", 1)[0]
+    section = doc.read_text().split("\n## Layers", 1)[1].split("\n## ", 1)[0]
     table = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -32,7 +32,7 @@ def layer_table() -> dict[str, int]:
             for name in re.findall(r"`((?:alignkit|eval)(?:\.\w+)*)`", cells[1]):
                 assert name not in table, f"{name} is in two rows of the layer table"
                 table[name] = int(cells[0])
-    assert table, f"no layer table found in {DOC}"
+    assert table, f"no layer table found in {doc}"
     return table
 
 

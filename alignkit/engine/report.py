@@ -230,11 +230,10 @@ def esc(value: Any) -> str:
 
 
 def num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
-    return esc(value)
+    """A number cell ("–" for None), escaped."""
+    from alignkit.judge.report_format import format_number
+
+    return esc(format_number(value, digits))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 1, numeric_to: int | None = None) -> str:

@@ -9,12 +9,16 @@ from typing import Any
 import numpy as np
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def format_number(x: Any, digits: int = 3) -> str:
+    """A report cell: "–" for None, a float to `digits` places ("nan" as such), anything else as text."""
     if x is None:
         return "–"
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.{digits}f}"
     return str(x)
+
+
+_fmt = format_number
 
 
 def to_markdown(report: dict[str, Any], title: str = "Judge report") -> str:
