@@ -20,6 +20,11 @@ judgment triples whose judgment is null when the judge found nothing wrong) and 
 `round-<r>/`; the next round samples from `round-<r>/final`. A round whose model is complete is skipped and
 an interrupted round resumes from its last complete checkpoint, so rerunning the command continues where
 it stopped. The method turns a judged sample into its record with `Method.record_from_judgment`.
+
+The `online:` section is validated by `alignkit.config.online` (read through the one loader,
+`alignkit.config.load_plan`); the orchestrator (`alignkit.engine.orchestrator`) calls `run_rounds` and trains
+each round's recipe like any other (in several processes when its `launch:` asks for them). `prepare_rounds`
+(`alignkit prepare`) draws and judges the first unfinished round's samples and prepares that round.
 """
 
 from __future__ import annotations
